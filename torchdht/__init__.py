@@ -1,0 +1,16 @@
+"""torchdht: data hallucination teaching for PyTorch training loops."""
+
+from . import functional
+from .errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
+from .performative import PerformativeTeacher
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HeadTypeError",
+    "MissingTargetsError",
+    "PerformativeTeacher",
+    "TargetsError",
+    "TeacherError",
+    "functional",
+]

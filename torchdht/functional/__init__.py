@@ -1,0 +1,39 @@
+"""Pure tensor functions behind the teachers (no state, torch.func friendly)."""
+
+from .lookahead import LinearLookahead, linear_lookahead, lookahead
+from .objective import (
+    ce_logit_grad,
+    greedy_objective,
+    linear_ce_objective,
+    linear_ce_objective_and_grad,
+)
+from .solve import SolveResult, default_solve_lr, solve_cap
+from .sphere import (
+    angle,
+    angle_to_chord,
+    chord,
+    chord_to_angle,
+    normalize,
+    project_cap,
+    sample_cap,
+)
+
+__all__ = [
+    "LinearLookahead",
+    "SolveResult",
+    "angle",
+    "angle_to_chord",
+    "ce_logit_grad",
+    "chord",
+    "chord_to_angle",
+    "default_solve_lr",
+    "greedy_objective",
+    "linear_ce_objective",
+    "linear_ce_objective_and_grad",
+    "linear_lookahead",
+    "lookahead",
+    "normalize",
+    "project_cap",
+    "sample_cap",
+    "solve_cap",
+]

@@ -1,0 +1,128 @@
+"""Estimating the teaching target ``theta*`` by a few lookahead SGD steps.
+
+Algorithm 1 of the DHT paper, steps 3-5: with the encoder fixed, run ``k``
+plain SGD steps of the head on the batch-mean cross-entropy of the detached
+features; the result is ``theta*``. Nothing here touches a module's
+parameters, their ``.grad`` or any optimizer state: parameters come in as
+tensors and new tensors come out.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import grad
+
+from .._types import HeadFn, Params
+from .objective import ce_logit_grad
+
+__all__ = ["LinearLookahead", "linear_lookahead", "lookahead"]
+
+
+class LinearLookahead(NamedTuple):
+    """Result of :func:`linear_lookahead`."""
+
+    weight: Tensor
+    """``W*`` of shape (C, D)."""
+    bias: Optional[Tensor]
+    """``b*`` of shape (C,), or None for a head without bias."""
+    feature_grad: Optional[Tensor]
+    """``sum_{i<k} d CE_mean(theta_i; z, y) / dz`` of shape (N, D) when asked for."""
+
+
+def linear_lookahead(
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    lr: float,
+    steps: int,
+    feature_grad: bool = False,
+    mask: Optional[Tensor] = None,
+) -> LinearLookahead:
+    """``k`` SGD steps of a linear head on mean softmax cross-entropy, in closed form.
+
+    Each step uses ``G = (sum(y) softmax(W z + b) - y) / N``, ``dW = G^T z``
+    and ``db = sum_j G_j``; no autograd graph is built.
+
+    Args:
+        z: features of shape (N, D), treated as constants.
+        targets: class indices (N,) or soft targets (N, C).
+        weight: current ``W`` of shape (C, D); not modified.
+        bias: current ``b`` of shape (C,) or None; not modified.
+        lr: the lookahead step size.
+        steps: the number of steps ``k`` (0 returns the inputs' values).
+        feature_grad: also return ``sum_{i<k} G_i W_i``, the gradient with
+            respect to ``z`` of the lookahead losses at the iterates
+            ``theta_0 .. theta_{k-1}`` (what the released code of the paper
+            lets reach the encoder).
+        mask: optional boolean tensor of shape (N,); rows where it is False
+            take no part (the mean runs over the remaining rows, and their
+            ``feature_grad`` rows are zero).
+
+    Returns:
+        A :class:`LinearLookahead`.
+
+    Example:
+        >>> W = torch.zeros(2, 3); z = torch.randn(8, 3); y = torch.randint(0, 2, (8,))
+        >>> out = linear_lookahead(z, y, W, None, lr=0.1, steps=5)
+        >>> out.weight.shape, W.abs().sum().item()
+        (torch.Size([2, 3]), 0.0)
+    """
+    if mask is None:
+        scale = torch.full((z.shape[0], 1), 1.0 / max(z.shape[0], 1), dtype=z.dtype, device=z.device)
+    else:
+        m = mask.to(z.dtype).unsqueeze(-1)
+        scale = m / m.sum().clamp_min(1.0)
+    w, b = weight, bias
+    acc = torch.zeros_like(z) if feature_grad else None
+    for _ in range(steps):
+        logits = z @ w.T if b is None else torch.addmm(b, z, w.T)
+        g, _ = ce_logit_grad(logits, targets)
+        g = g * scale
+        if acc is not None:
+            acc = acc + g @ w
+        w = w - lr * (g.T @ z)
+        if b is not None:
+            b = b - lr * g.sum(0)
+    return LinearLookahead(w, b, acc)
+
+
+def lookahead(head_fn: HeadFn, params: Params, z: Tensor, targets: Tensor, lr: float, steps: int) -> dict:
+    """``k`` SGD steps of any head on mean softmax cross-entropy, via ``torch.func``.
+
+    The generic counterpart of :func:`linear_lookahead` (used to test it, and
+    for heads that are not a single ``nn.Linear``).
+
+    Args:
+        head_fn: ``fn(params, z) -> logits``.
+        params: the head's parameters; not modified.
+        z: features of shape (N, D), treated as constants.
+        targets: class indices (N,) or soft targets (N, C).
+        lr: the lookahead step size.
+        steps: the number of steps.
+
+    Returns:
+        A dict with the same keys as ``params``: ``theta*``.
+
+    Example:
+        >>> head = torch.nn.Linear(3, 2)
+        >>> fn = lambda p, z: torch.func.functional_call(head, p, (z,))
+        >>> p = {k: v.detach() for k, v in head.named_parameters()}
+        >>> sorted(lookahead(fn, p, torch.randn(4, 3), torch.tensor([0, 1, 1, 0]), 0.1, 2))
+        ['bias', 'weight']
+    """
+    z = z.detach()
+
+    def mean_loss(p: Params) -> Tensor:
+        return F.cross_entropy(head_fn(p, z), targets)
+
+    step = grad(mean_loss)
+    theta = {k: v.detach() for k, v in params.items()}
+    for _ in range(steps):
+        g = step(theta)
+        theta = {k: theta[k] - lr * g[k] for k in theta}
+    return theta

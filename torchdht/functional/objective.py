@@ -1,0 +1,212 @@
+"""The greedy teaching objective (eq. 4 and eq. 9 of the DHT paper).
+
+For a head with parameters ``theta``, a target ``theta*``, the learner's
+learning rate ``eta`` and one example ``(z, y)`` with loss ``l``::
+
+    f(z) = eta^2 * |d l / d theta|^2 - 2 * eta * <theta - theta*, d l / d theta>
+
+which is ``|theta - eta * grad - theta*|^2 - |theta - theta*|^2``: how much one
+SGD step on that single example moves ``theta`` towards ``theta*`` (negative
+is closer). Two implementations live here: a generic one through
+``torch.func`` for any head function, and an exact closed form for a linear
+head (weight and optional bias) under softmax cross-entropy, together with
+its gradient with respect to the features.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import grad, vmap
+
+from .._types import HeadFn, Params
+
+__all__ = [
+    "greedy_objective",
+    "linear_ce_objective",
+    "linear_ce_objective_and_grad",
+    "ce_logit_grad",
+]
+
+Eta = Union[float, Tensor]
+
+
+def _soft_targets(targets: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
+    if targets.is_floating_point():
+        return targets.to(dtype)
+    return F.one_hot(targets, num_classes).to(dtype)
+
+
+def ce_logit_grad(logits: Tensor, targets: Tensor) -> Tuple[Tensor, Tensor]:
+    """Gradient of softmax cross-entropy with respect to the logits.
+
+    Args:
+        logits: Tensor of shape (N, C).
+        targets: class indices of shape (N,) or class weights of shape (N, C)
+            (soft targets; rows need not sum to one).
+
+    Returns:
+        ``(g, p)``: the gradient ``sum(y) * softmax(logits) - y`` of shape
+        (N, C) and the probabilities ``softmax(logits)``.
+
+    Example:
+        >>> g, p = ce_logit_grad(torch.zeros(1, 2), torch.tensor([0]))
+        >>> g
+        tensor([[-0.5000,  0.5000]])
+    """
+    p = torch.softmax(logits, dim=-1)
+    y = _soft_targets(targets, logits.shape[-1], logits.dtype)
+    return p * y.sum(-1, keepdim=True) - y, p
+
+
+def greedy_objective(
+    head_fn: HeadFn,
+    params: Params,
+    params_star: Params,
+    z: Tensor,
+    targets: Tensor,
+    eta: Eta,
+) -> Tensor:
+    """Per-sample greedy objective for any head, through ``torch.func``.
+
+    Each sample's loss is the softmax cross-entropy of ``head_fn(params,
+    z[j:j+1])`` against ``targets[j]``; its gradient with respect to every
+    tensor in ``params`` is taken with ``torch.func.grad`` under ``vmap``.
+
+    Args:
+        head_fn: ``fn(params, z) -> logits`` for a batch ``z`` of shape (N, D).
+        params: the head's current parameters ``theta``.
+        params_star: the target ``theta*``, same keys and shapes.
+        z: features of shape (N, D).
+        targets: class indices (N,) or soft targets (N, C).
+        eta: the learner's learning rate.
+
+    Returns:
+        Tensor of shape (N,), differentiable with respect to ``z``.
+
+    Example:
+        >>> head = torch.nn.Linear(3, 2)
+        >>> fn = lambda p, z: torch.func.functional_call(head, p, (z,))
+        >>> p = {k: v.detach() for k, v in head.named_parameters()}
+        >>> greedy_objective(fn, p, p, torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), 0.1).shape
+        torch.Size([4])
+    """
+    params = dict(params)
+    delta = {k: params[k] - params_star[k] for k in params}
+
+    def sample_loss(p: Params, zj: Tensor, yj: Tensor) -> Tensor:
+        return F.cross_entropy(head_fn(p, zj.unsqueeze(0)), yj.unsqueeze(0))
+
+    grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, z, targets)
+    sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())
+    inner = sum((grads[k] * delta[k]).flatten(1).sum(1) for k in grads)
+    return eta * eta * sq - 2.0 * eta * inner
+
+
+def linear_ce_objective(
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    weight_star: Tensor,
+    bias_star: Optional[Tensor],
+    eta: Eta,
+) -> Tensor:
+    """Closed-form greedy objective for a linear head with softmax cross-entropy.
+
+    With ``a = W z + b``, ``g = sum(y) softmax(a) - y`` the per-sample
+    gradients are ``dl/dW = g z^T`` and ``dl/db = g``, so::
+
+        f(z) = eta^2 |g|^2 (|z|^2 + [bias]) - 2 eta g . ((W - W*) z + (b - b*))
+
+    Args:
+        z: features of shape (N, D).
+        targets: class indices (N,) or soft targets (N, C).
+        weight: ``W`` of shape (C, D).
+        bias: ``b`` of shape (C,), or None for a head without bias.
+        weight_star: ``W*`` of shape (C, D).
+        bias_star: ``b*`` of shape (C,), or None (must match ``bias``).
+        eta: the learner's learning rate.
+
+    Returns:
+        Tensor of shape (N,).
+
+    Example:
+        >>> W = torch.randn(3, 5); z = torch.randn(2, 5); y = torch.tensor([0, 2])
+        >>> linear_ce_objective(z, y, W, None, W, None, 0.1).shape
+        torch.Size([2])
+    """
+    return _linear_ce(z, targets, weight, bias, weight_star, bias_star, eta, False)[0]
+
+
+def linear_ce_objective_and_grad(
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    weight_star: Tensor,
+    bias_star: Optional[Tensor],
+    eta: Eta,
+) -> Tuple[Tensor, Tensor]:
+    """The closed-form objective and its exact gradient with respect to ``z``.
+
+    With ``J = sum(y) (diag(p) - p p^T)``, ``n = |z|^2 + [bias]`` and
+    ``h = (W - W*) z + (b - b*)``::
+
+        df/dz = W^T J (2 eta^2 n g - 2 eta h) + 2 eta^2 |g|^2 z - 2 eta (W - W*)^T g
+
+    No autograd is involved, so it runs under ``torch.no_grad()``.
+
+    Args:
+        See :func:`linear_ce_objective`.
+
+    Returns:
+        ``(f, df_dz)`` of shapes (N,) and (N, D).
+
+    Example:
+        >>> W = torch.randn(3, 5); z = torch.randn(2, 5); y = torch.tensor([0, 2])
+        >>> f, g = linear_ce_objective_and_grad(z, y, W, None, W * 0, None, 0.1)
+        >>> g.shape
+        torch.Size([2, 5])
+    """
+    f, dz = _linear_ce(z, targets, weight, bias, weight_star, bias_star, eta, True)
+    assert dz is not None
+    return f, dz
+
+
+def _linear_ce(
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    weight_star: Tensor,
+    bias_star: Optional[Tensor],
+    eta: Eta,
+    with_grad: bool,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    if (bias is None) != (bias_star is None):
+        raise ValueError("bias and bias_star must both be tensors or both be None")
+    d_weight = weight - weight_star
+    logits = z @ weight.T
+    h = z @ d_weight.T
+    sq_norm = z.pow(2).sum(-1)
+    if bias is not None:
+        assert bias_star is not None
+        logits = logits + bias
+        h = h + (bias - bias_star)
+        sq_norm = sq_norm + 1.0
+    p = torch.softmax(logits, dim=-1)
+    y = _soft_targets(targets, logits.shape[-1], logits.dtype)
+    mass = y.sum(-1, keepdim=True)
+    g = p * mass - y
+    g_sq = g.pow(2).sum(-1)
+    f = eta * eta * g_sq * sq_norm - 2.0 * eta * (g * h).sum(-1)
+    if not with_grad:
+        return f, None
+    v = (2.0 * eta * eta) * sq_norm.unsqueeze(-1) * g - (2.0 * eta) * h
+    jv = mass * (p * v - p * (p * v).sum(-1, keepdim=True))
+    dz = jv @ weight + (2.0 * eta * eta) * g_sq.unsqueeze(-1) * z - (2.0 * eta) * (g @ d_weight)
+    return f, dz

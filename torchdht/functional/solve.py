@@ -1,0 +1,98 @@
+"""Batched projected solvers for the greedy teaching problem.
+
+:func:`solve_cap` minimises a per-sample objective ``f_j(z'_j)`` over
+``z'_j`` with ``|z'_j| = |z_j|`` and ``chord(z'_j/|z'_j|, z_j/|z_j|) <= eps``,
+for all rows at once. It takes Riemannian gradient steps on the sphere: the
+gradient is projected onto the tangent space, the iterate moves along the
+geodesic by an angular step, and the result is projected back into the cap,
+so every iterate is feasible. Each row keeps its own step: a step that does
+not lower that row's objective is rejected and the row's step is halved, so
+the objective never rises and the returned iterate is the best one seen.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .sphere import chord_to_angle, normalize, project_cap
+
+__all__ = ["SolveResult", "solve_cap", "default_solve_lr"]
+
+ObjectiveAndGrad = Callable[[Tensor], Tuple[Tensor, Tensor]]
+"""``fn(z) -> (f, df_dz)`` with ``z`` (N, D), ``f`` (N,), ``df_dz`` (N, D)."""
+
+
+class SolveResult(NamedTuple):
+    """Result of :func:`solve_cap`."""
+
+    z: Tensor
+    """The solution, shape (N, D)."""
+    before: Tensor
+    """Per-sample objective at the starting point, shape (N,)."""
+    after: Tensor
+    """Per-sample objective at the solution, shape (N,); never above ``before``."""
+
+
+def default_solve_lr(eps: float, steps: int) -> float:
+    """Default angular step: four accepted steps reach the cap's rim.
+
+    Example:
+        >>> default_solve_lr(0.1, 15) == 4 * chord_to_angle(0.1) / 15
+        True
+    """
+    alpha = chord_to_angle(eps)
+    return alpha * min(1.0, 4.0 / max(steps, 1))
+
+
+def solve_cap(
+    objective_and_grad: ObjectiveAndGrad,
+    z: Tensor,
+    eps: float,
+    steps: int,
+    lr: Optional[float] = None,
+) -> SolveResult:
+    """Minimise a per-sample objective over the cap around each row of ``z``.
+
+    Args:
+        objective_and_grad: ``fn(z) -> (f, df_dz)``; row ``j`` of ``f`` must
+            depend on row ``j`` of ``z`` only.
+        z: starting features of shape (N, D), finite and with non-zero rows.
+        eps: chord radius of the cap, in ``(0, 2]``.
+        steps: number of objective evaluations after the first (>= 0).
+        lr: initial angular step in radians (default:
+            :func:`default_solve_lr`).
+
+    Returns:
+        A :class:`SolveResult`. Every row of ``z`` keeps its norm and stays
+        within chord ``eps`` of its start.
+
+    Example:
+        >>> target = torch.tensor([[0.0, 1.0]])
+        >>> fg = lambda z: (((z - target) ** 2).sum(-1), 2 * (z - target))
+        >>> out = solve_cap(fg, torch.tensor([[1.0, 0.0]]), eps=0.5, steps=20)
+        >>> bool(out.after < out.before)
+        True
+    """
+    if lr is None:
+        lr = default_solve_lr(eps, steps)
+    radius = z.norm(dim=-1, keepdim=True)
+    center = z / radius
+    u = center
+    f, g = objective_and_grad(z)
+    before = f
+    step = torch.full_like(radius, float(lr))
+    for _ in range(steps):
+        rg = radius * g  # gradient with respect to the unit direction u
+        tangent = rg - (rg * u).sum(-1, keepdim=True) * u
+        direction = -normalize(tangent)
+        cand = project_cap(torch.cos(step) * u + torch.sin(step) * direction, center, eps)
+        f_new, g_new = objective_and_grad(radius * cand)
+        accept = (f_new < f).unsqueeze(-1)
+        u = torch.where(accept, cand, u)
+        g = torch.where(accept, g_new, g)
+        f = torch.where(accept.squeeze(-1), f_new, f)
+        step = torch.where(accept, step, 0.5 * step)
+    return SolveResult(radius * u, before, f)

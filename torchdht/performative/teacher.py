@@ -1,0 +1,467 @@
+"""PerformativeTeacher: Algorithm 1 of the DHT paper as a forward pre-hook.
+
+The hook sits on the network's final ``nn.Linear`` (the head). On every
+training forward it takes the batch features ``z`` reaching the head and
+
+1. estimates ``theta*`` by ``lookahead_steps`` SGD steps of the head on the
+   detached features (:func:`~torchdht.functional.linear_lookahead`);
+2. solves the greedy problem of eq. 9 for every row at once, inside the cap
+   of chord ``eps`` on the sphere of radius ``|z_j|``
+   (:func:`~torchdht.functional.solve_cap`);
+3. hands the head ``z~`` in place of ``z``, with a straight-through gradient:
+   the encoder receives ``dL/dz`` evaluated at ``z~``.
+
+The head's parameters, their ``.grad``, the optimizer's state and the body's
+BatchNorm statistics are exactly as without the teacher.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
+from ..functional.lookahead import linear_lookahead
+from ..functional.objective import linear_ce_objective, linear_ce_objective_and_grad
+from ..functional.solve import default_solve_lr, solve_cap
+from ..functional.sphere import angle, check_eps, normalize, sample_cap
+
+__all__ = ["PerformativeTeacher"]
+
+_POLICIES = ("greedy", "random", "none")
+_STATE_VERSION = 1
+
+# Heads that carry a teacher; a weak map so that a dropped model frees its entry.
+_ATTACHED: "weakref.WeakKeyDictionary[nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: ``z~``. Backward: the incoming gradient goes to ``z`` unchanged,
+    plus ``scale * extra`` when the released-code behaviour is on."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, z_tilde: Tensor, extra: Optional[Tensor], scale: Any) -> Tensor:
+        ctx.extra = extra
+        ctx.scale = scale
+        return z_tilde
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], None, None, None]:
+        grad = grad_out
+        if ctx.extra is not None:
+            grad = grad_out + (ctx.extra * ctx.scale).to(grad_out.dtype)
+        return grad, None, None, None
+
+
+def _check_positive(value: Any, name: str, integer: bool = False) -> Any:
+    kind = "int" if integer else "float"
+    ok_types = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok_types):
+        raise TypeError(f"{name} must be a positive {kind}, got {type(value).__name__}")
+    if not (value > 0) or (not integer and not math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive {kind}, got {value!r}")
+    return value
+
+
+class PerformativeTeacher:
+    """Performative teaching (Algorithm 1 of the DHT paper) on a linear head.
+
+    Add it to an existing training loop: build it once on the model's final
+    ``nn.Linear``, call :meth:`set_targets` before each training forward, and
+    train as before. The teacher is active only while the head is in training
+    mode, grad is enabled and :attr:`enabled` is True; otherwise the head
+    sees its input unchanged.
+
+    Args:
+        head: the final ``nn.Linear`` of the network (for timm models
+            ``model.get_classifier()``).
+        optimizer: the optimizer that trains ``head.weight``; the learner's
+            ``eta`` is read each step from the ``lr`` of the group holding it,
+            so LR schedulers are followed. Give exactly one of ``optimizer``
+            and ``lr``.
+        lr: ``eta`` as a positive float or a zero-argument callable.
+        eps: chord radius of the cap on the unit sphere, in ``(0, 2]``; the
+            angle moved is at most ``2 * asin(eps / 2)`` (default: 0.1).
+        lookahead_steps: SGD steps of the head that estimate ``theta*``
+            (default: 5).
+        lookahead_lr: step size of the lookahead (default: None, meaning
+            ``eta``).
+        solve_steps: iterations of the batched cap solver (default: 15).
+        solve_lr: the solver's initial angular step in radians (default:
+            None, meaning :func:`~torchdht.functional.default_solve_lr`, with
+            which the rim of the cap is reachable).
+        policy: ``"greedy"`` (the paper's teacher), ``"random"`` (a uniform
+            draw from the same cap, the paper's ablation) or ``"none"``
+            (targets are still checked, features pass through untouched)
+            (default: "greedy").
+        lookahead_encoder_grad: reproduce the authors' released code, where
+            the encoder also receives ``sum_{i<k} d CE(head_theta_i(z), y)/dz``
+            from the lookahead iterates ``theta_i`` (default: False, the clean
+            algorithm).
+        grad_scaler: the ``torch.amp.GradScaler`` scaling the loss, if any;
+            the released-code extra gradient is multiplied by its scale so it
+            keeps its size relative to the loss gradient (default: None).
+        seed: seed of the teacher's own ``torch.Generator`` for the random
+            policy (default: None, a fresh non-deterministic seed). The global
+            RNG is never used.
+        validate: check target values on the host even on CUDA, which costs a
+            device sync (default: False: on CUDA, out-of-range labels are
+            caught by ``torch._assert_async``).
+
+    Example:
+        >>> import torch.nn.functional as F
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> teacher = PerformativeTeacher(model[-1], optimizer=opt, eps=0.1)
+        >>> x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+        >>> teacher.set_targets(y)
+        >>> loss = F.cross_entropy(model(x), y)
+        >>> opt.zero_grad(); loss.backward(); opt.step()
+        >>> teacher.stats["angle_max"] <= 0.1001
+        True
+        >>> teacher.remove()
+    """
+
+    def __init__(
+        self,
+        head: nn.Module,
+        optimizer: Optional[torch.optim.Optimizer] = None,
+        *,
+        lr: Optional[Union[float, Callable[[], float]]] = None,
+        eps: float = 0.1,
+        lookahead_steps: int = 5,
+        lookahead_lr: Optional[float] = None,
+        solve_steps: int = 15,
+        solve_lr: Optional[float] = None,
+        policy: str = "greedy",
+        lookahead_encoder_grad: bool = False,
+        grad_scaler: Optional[Any] = None,
+        seed: Optional[int] = None,
+        validate: bool = False,
+    ) -> None:
+        if not isinstance(head, nn.Linear):
+            raise HeadTypeError(
+                f"head must be an nn.Linear (the network's final linear layer), got "
+                f"{type(head).__module__}.{type(head).__qualname__}. Pass the last nn.Linear, "
+                f"e.g. model.fc, model.head or, for timm models, model.get_classifier()."
+            )
+        if head in _ATTACHED and _ATTACHED[head]() is not None:
+            raise TeacherError(
+                "this head already has a PerformativeTeacher; call .remove() on it before "
+                "attaching another"
+            )
+        if (optimizer is None) == (lr is None):
+            raise ValueError("give exactly one of optimizer= (eta read from it) and lr=")
+        self._group: Optional[int] = None
+        if optimizer is not None:
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise TypeError(
+                    f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+                )
+            for i, group in enumerate(optimizer.param_groups):
+                if any(p is head.weight for p in group["params"]):
+                    self._group = i
+                    break
+            else:
+                raise ValueError(
+                    "optimizer has no param group holding head.weight; pass the optimizer "
+                    "that trains the head, or lr="
+                )
+        elif not callable(lr):
+            _check_positive(lr, "lr")
+        self.head = head
+        self.optimizer = optimizer
+        self.lr = lr
+        self.eps = check_eps(eps)
+        self.lookahead_steps = _check_positive(lookahead_steps, "lookahead_steps", integer=True)
+        self.lookahead_lr = None if lookahead_lr is None else _check_positive(lookahead_lr, "lookahead_lr")
+        self.solve_steps = _check_positive(solve_steps, "solve_steps", integer=True)
+        self.solve_lr = None if solve_lr is None else _check_positive(solve_lr, "solve_lr")
+        if policy not in _POLICIES:
+            raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
+        if lookahead_encoder_grad and policy == "none":
+            raise ValueError("lookahead_encoder_grad=True needs policy 'greedy' or 'random'")
+        self.policy = policy
+        self.lookahead_encoder_grad = bool(lookahead_encoder_grad)
+        self.grad_scaler = grad_scaler
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        self.seed = int(seed) if seed is not None else int(torch.Generator().seed())
+        self.validate = bool(validate)
+        self.enabled = True
+        self.steps_taught = 0
+        self._generator: Optional[torch.Generator] = None
+        self._pending_rng: Optional[Tuple[str, Tensor]] = None
+        self._targets: Optional[Tensor] = None
+        self._stats: Dict[str, Tensor] = {}
+        self._handle = head.register_forward_pre_hook(self._hook, with_kwargs=True)
+        _ATTACHED[head] = weakref.ref(self)
+
+    # ------------------------------------------------------------------ API
+    def set_targets(self, targets: Tensor) -> None:
+        """Arm the teacher with the targets of the next training forward.
+
+        Args:
+            targets: class indices (integer tensor with the features' leading
+                shape, ``(B,)`` or ``(B, T)``) or soft targets (floating tensor
+                with that shape plus ``num_classes``). Not modified.
+        """
+        if not isinstance(targets, Tensor):
+            raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+        num_classes = self.head.out_features
+        if targets.is_floating_point():
+            if targets.dim() < 2 or targets.shape[-1] != num_classes:
+                raise TargetsError(
+                    f"soft targets must have shape (..., {num_classes}) for a head with "
+                    f"{num_classes} outputs, got {tuple(targets.shape)}"
+                )
+            if self.validate or targets.device.type == "cpu":
+                if not bool(torch.isfinite(targets).all()) or bool((targets < 0).any()):
+                    raise TargetsError("soft targets must be finite and non-negative")
+        elif targets.dtype in (torch.bool, torch.complex64, torch.complex128) or targets.is_complex():
+            raise TypeError(f"targets must hold class indices or probabilities, got {targets.dtype}")
+        else:
+            if targets.dim() == 0:
+                raise TargetsError("targets must have a batch dimension, got a 0-d tensor")
+            if self.validate or targets.device.type == "cpu":
+                if targets.numel() and bool(((targets < 0) | (targets >= num_classes)).any()):
+                    lo, hi = int(targets.min()), int(targets.max())
+                    raise TargetsError(
+                        f"class indices must lie in [0, {num_classes - 1}] for a head with "
+                        f"{num_classes} outputs, got values in [{lo}, {hi}]"
+                    )
+            else:
+                torch._assert_async(((targets >= 0) & (targets < num_classes)).all())
+        self._targets = targets
+
+    @property
+    def active(self) -> bool:
+        """Whether the next forward of the head would be taught."""
+        return self.enabled and self.head.training and torch.is_grad_enabled()
+
+    @property
+    def stats(self) -> Dict[str, float]:
+        """Figures of the last taught step (empty before the first one).
+
+        Keys: ``angle_mean`` and ``angle_max`` (radians moved on the sphere),
+        ``objective_before``, ``objective_after`` and ``objective_drop``
+        (batch means of eq. 9), ``theta_dist`` (``|theta - theta*|``),
+        ``eta``, ``n_rows`` and ``n_skipped`` (rows passed through because
+        they were non-finite or zero). With ``policy="none"`` only the angles
+        (zero) and the counts. Reading them syncs with the device.
+        """
+        return {k: float(v) for k, v in self._stats.items()}
+
+    def remove(self) -> None:
+        """Detach the hook from the head. Safe to call more than once."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+            ref = _ATTACHED.get(self.head)
+            if ref is not None and ref() is self:
+                del _ATTACHED[self.head]
+        self._targets = None
+
+    def __enter__(self) -> "PerformativeTeacher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The teacher's own state (its hyperparameters live in the constructor)."""
+        rng: Optional[Tuple[str, Tensor]] = None
+        if self._generator is not None:
+            rng = (self._generator.device.type, self._generator.get_state())
+        elif self._pending_rng is not None:
+            rng = self._pending_rng
+        return {
+            "version": _STATE_VERSION,
+            "enabled": self.enabled,
+            "steps_taught": self.steps_taught,
+            "seed": self.seed,
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        missing = {"version", "enabled", "steps_taught", "seed", "rng"} - set(state)
+        if missing:
+            raise ValueError(f"state is missing keys {sorted(missing)}")
+        if state["version"] != _STATE_VERSION:
+            raise ValueError(f"unsupported state version {state['version']!r}")
+        self.enabled = bool(state["enabled"])
+        self.steps_taught = int(state["steps_taught"])
+        self.seed = int(state["seed"])
+        self._generator = None
+        self._pending_rng = state["rng"]
+
+    def __repr__(self) -> str:
+        return (
+            f"PerformativeTeacher(policy={self.policy!r}, eps={self.eps}, "
+            f"lookahead_steps={self.lookahead_steps}, solve_steps={self.solve_steps}, "
+            f"lookahead_encoder_grad={self.lookahead_encoder_grad}, enabled={self.enabled})"
+        )
+
+    # ------------------------------------------------------------ internals
+    def _eta(self) -> Union[float, Tensor]:
+        if self.optimizer is not None:
+            assert self._group is not None
+            eta = self.optimizer.param_groups[self._group]["lr"]
+        elif callable(self.lr):
+            eta = self.lr()
+        else:
+            eta = self.lr
+        if isinstance(eta, Tensor):
+            return eta.detach()
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+            raise ValueError(f"the learner's lr (eta) must be a non-negative float, got {eta!r}")
+        return float(eta)
+
+    def _rng(self, device: torch.device) -> torch.Generator:
+        if self._generator is not None and self._generator.device.type == device.type:
+            return self._generator
+        gen = torch.Generator(device=device)
+        if self._pending_rng is not None:
+            dev_type, state = self._pending_rng
+            if dev_type != device.type:
+                raise TeacherError(
+                    f"the random-policy state was saved on {dev_type!r} and cannot be "
+                    f"restored on {device.type!r}"
+                )
+            gen.set_state(state)
+            self._pending_rng = None
+        else:
+            gen.manual_seed(self.seed)
+        self._generator = gen
+        return gen
+
+    def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> Optional[Tuple[tuple, dict]]:
+        if not self.active:
+            return None
+        if args:
+            z, rest, key = args[0], args[1:], None
+        elif "input" in kwargs:
+            z, rest, key = kwargs["input"], (), "input"
+        else:
+            return None
+        targets = self._targets
+        if targets is None:
+            raise MissingTargetsError(
+                "a training forward reached the taught head without targets: call "
+                "teacher.set_targets(y) before each training forward (or set "
+                "teacher.enabled = False, use model.eval(), or torch.no_grad())"
+            )
+        self._targets = None
+        if not isinstance(z, Tensor) or not z.is_floating_point():
+            raise TypeError("the head's input must be a floating-point tensor")
+        self._check_shapes(z, targets)
+        if self.policy == "none":
+            n = z.numel() // max(z.shape[-1], 1)
+            zero = torch.zeros((), device=z.device)
+            self._stats = {"angle_mean": zero, "angle_max": zero, "n_rows": torch.tensor(n),
+                           "n_skipped": torch.tensor(0)}
+            return None
+        z_new = self._teach(z, targets)
+        if key is None:
+            return (z_new, *rest), kwargs
+        return args, {**kwargs, key: z_new}
+
+    def _check_shapes(self, z: Tensor, targets: Tensor) -> None:
+        lead = tuple(z.shape[:-1])
+        if z.dim() not in (2, 3):
+            raise ValueError(f"the head's input must have shape (B, D) or (B, T, D), got {tuple(z.shape)}")
+        shape = tuple(targets.shape)
+        want = lead + (self.head.out_features,) if targets.is_floating_point() else lead
+        if shape != want:
+            raise TargetsError(
+                f"targets have shape {shape} but the features reaching the head have shape "
+                f"{tuple(z.shape)}; expected targets of shape {want}"
+            )
+
+    def _teach(self, z: Tensor, targets: Tensor) -> Tensor:
+        dim = z.shape[-1]
+        work_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+        with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
+            flat = z.detach().reshape(-1, dim)
+            tgt = targets.to(z.device, non_blocking=True)
+            tgt = tgt.reshape(-1, tgt.shape[-1]) if tgt.is_floating_point() else tgt.reshape(-1)
+            if tgt.is_floating_point():
+                tgt = tgt.to(work_dtype)
+            zf = flat.to(work_dtype)
+            valid = torch.isfinite(zf).all(-1) & (zf.norm(dim=-1) > 0)
+            # Invalid rows get a harmless stand-in; they are masked out of the
+            # lookahead and overwritten with their original values below.
+            stand_in = torch.zeros_like(zf)
+            stand_in[:, 0] = 1.0
+            zs = torch.where(valid.unsqueeze(-1), zf, stand_in)
+            weight = self.head.weight.detach().to(work_dtype)
+            bias = None if self.head.bias is None else self.head.bias.detach().to(work_dtype)
+            eta = self._eta()
+            if isinstance(eta, Tensor):
+                eta = eta.to(device=z.device, dtype=work_dtype)
+            la_lr = self.lookahead_lr if self.lookahead_lr is not None else eta
+            la = linear_lookahead(zs, tgt, weight, bias, la_lr, self.lookahead_steps,
+                                  feature_grad=self.lookahead_encoder_grad, mask=valid)
+
+            def objective_and_grad(v: Tensor) -> Tuple[Tensor, Tensor]:
+                return linear_ce_objective_and_grad(v, tgt, weight, bias, la.weight, la.bias, eta)
+
+            if self.policy == "greedy":
+                res = solve_cap(objective_and_grad, zs, self.eps, self.solve_steps,
+                                self.solve_lr if self.solve_lr is not None
+                                else default_solve_lr(self.eps, self.solve_steps))
+                solved, before, after = res.z, res.before, res.after
+            else:
+                radius = zs.norm(dim=-1, keepdim=True)
+                gen = self._rng(z.device)
+                solved = radius * sample_cap(normalize(zs), self.eps, generator=gen)
+                before = linear_ce_objective(zs, tgt, weight, bias, la.weight, la.bias, eta)
+                after = linear_ce_objective(solved, tgt, weight, bias, la.weight, la.bias, eta)
+            keep = valid.unsqueeze(-1)
+            z_tilde = torch.where(keep, solved.to(z.dtype), flat).reshape(z.shape)
+            extra = None
+            if la.feature_grad is not None:
+                extra = torch.where(keep, la.feature_grad, 0.0).to(z.dtype).reshape(z.shape)
+            self._record(zs, solved, before, after, valid, weight, bias, la, eta)
+        self.steps_taught += 1
+        return _StraightThrough.apply(z, z_tilde, extra, self._extra_scale())
+
+    def _extra_scale(self) -> Any:
+        scaler = self.grad_scaler
+        if scaler is None or not scaler.is_enabled():
+            return 1.0
+        # The live scale tensor (no host sync); None before the scaler's first use.
+        scale = getattr(scaler, "_scale", None)
+        return 1.0 if scale is None else scale.detach()
+
+    def _record(self, zs: Tensor, solved: Tensor, before: Tensor, after: Tensor, valid: Tensor,
+                weight: Tensor, bias: Optional[Tensor], la: Any, eta: Any) -> None:
+        m = valid.to(zs.dtype)
+        count = m.sum().clamp_min(1.0)
+        moved = angle(solved, zs) * m
+        dist_sq = (weight - la.weight).pow(2).sum()
+        if bias is not None:
+            dist_sq = dist_sq + (bias - la.bias).pow(2).sum()
+        b_mean = (before * m).sum() / count
+        a_mean = (after * m).sum() / count
+        self._stats = {
+            "angle_mean": moved.sum() / count,
+            "angle_max": moved.max() if moved.numel() else moved.sum(),
+            "objective_before": b_mean,
+            "objective_after": a_mean,
+            "objective_drop": b_mean - a_mean,
+            "theta_dist": dist_sq.sqrt(),
+            "eta": torch.as_tensor(eta),
+            "n_rows": torch.tensor(valid.numel()),
+            "n_skipped": (~valid).sum(),
+        }
+
