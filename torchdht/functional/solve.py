@@ -67,7 +67,8 @@ def solve_cap(
 
     Returns:
         A :class:`SolveResult`. Every row of ``z`` keeps its norm and stays
-        within chord ``eps`` of its start.
+        within chord ``eps`` of its start; a row no step improved is returned
+        unchanged, bit for bit.
 
     Example:
         >>> target = torch.tensor([[0.0, 1.0]])
@@ -84,6 +85,7 @@ def solve_cap(
     f, g = objective_and_grad(z)
     before = f
     step = torch.full_like(radius, float(lr))
+    moved = torch.zeros_like(radius, dtype=torch.bool)
     for _ in range(steps):
         rg = radius * g  # gradient with respect to the unit direction u
         tangent = rg - (rg * u).sum(-1, keepdim=True) * u
@@ -95,4 +97,6 @@ def solve_cap(
         g = torch.where(accept, g_new, g)
         f = torch.where(accept.squeeze(-1), f_new, f)
         step = torch.where(accept, step, 0.5 * step)
-    return SolveResult(radius * u, before, f)
+        moved = moved | accept
+    # Rows that never moved come back bit-identical, not as radius * (z / radius).
+    return SolveResult(torch.where(moved, radius * u, z), before, f)

@@ -41,10 +41,13 @@ _ATTACHED: "weakref.WeakKeyDictionary[nn.Module, weakref.ref]" = weakref.WeakKey
 
 class _StraightThrough(torch.autograd.Function):
     """Forward: ``z~``. Backward: the incoming gradient goes to ``z`` unchanged,
-    plus ``scale * extra`` when the released-code behaviour is on."""
+    plus ``scale() * extra`` when the released-code behaviour is on. ``scale``
+    is read at backward time, when a GradScaler has set its current scale."""
 
     @staticmethod
-    def forward(ctx: Any, z: Tensor, z_tilde: Tensor, extra: Optional[Tensor], scale: Any) -> Tensor:
+    def forward(
+        ctx: Any, z: Tensor, z_tilde: Tensor, extra: Optional[Tensor], scale: Callable[[], Any]
+    ) -> Tensor:
         ctx.extra = extra
         ctx.scale = scale
         return z_tilde
@@ -53,7 +56,7 @@ class _StraightThrough(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], None, None, None]:
         grad = grad_out
         if ctx.extra is not None:
-            grad = grad_out + (ctx.extra * ctx.scale).to(grad_out.dtype)
+            grad = grad_out + (ctx.extra * ctx.scale()).to(grad_out.dtype)
         return grad, None, None, None
 
 
@@ -433,13 +436,14 @@ class PerformativeTeacher:
                 extra = torch.where(keep, la.feature_grad, 0.0).to(z.dtype).reshape(z.shape)
             self._record(zs, solved, before, after, valid, weight, bias, la, eta)
         self.steps_taught += 1
-        return _StraightThrough.apply(z, z_tilde, extra, self._extra_scale())
+        return _StraightThrough.apply(z, z_tilde, extra, self._extra_scale)
 
     def _extra_scale(self) -> Any:
         scaler = self.grad_scaler
         if scaler is None or not scaler.is_enabled():
             return 1.0
-        # The live scale tensor (no host sync); None before the scaler's first use.
+        # The live scale tensor (no host sync). It is set by the scaler's first
+        # scale(loss), which comes after the forward, hence the read at backward.
         scale = getattr(scaler, "_scale", None)
         return 1.0 if scale is None else scale.detach()
 

@@ -1,0 +1,120 @@
+"""The batched cap solver on the greedy objective."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torchdht.functional import (
+    chord,
+    chord_to_angle,
+    linear_ce_objective,
+    linear_ce_objective_and_grad,
+    linear_lookahead,
+    normalize,
+    sample_cap,
+    solve_cap,
+)
+
+
+def _problem(n, d, c, seed, dtype=torch.float32, eta=0.1):
+    """A head mid-training: lookahead theta* on ReLU-like features, as the teacher builds it."""
+    g = torch.Generator().manual_seed(seed)
+    w = 0.3 * torch.randn(c, d, generator=g, dtype=dtype)
+    b = 0.1 * torch.randn(c, generator=g, dtype=dtype)
+    z = torch.randn(n, d, generator=g, dtype=dtype).relu() + 0.05
+    y = torch.randint(0, c, (n,), generator=g)
+    la = linear_lookahead(z, y, w, b, eta, 5)
+
+    def fg(v):
+        return linear_ce_objective_and_grad(v, y, w, b, la.weight, la.bias, eta)
+
+    def f(v):
+        return linear_ce_objective(v, y, w, b, la.weight, la.bias, eta)
+
+    return z, y, fg, f
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 24),
+    d=st.integers(2, 48),
+    c=st.integers(2, 12),
+    eps=st.floats(1e-3, 2.0),
+    steps=st.integers(1, 20),
+    seed=st.integers(0, 10_000),
+)
+def test_solutions_keep_norm_and_stay_in_cap(n, d, c, eps, steps, seed):
+    z, _, fg, _ = _problem(n, d, c, seed, dtype=torch.float64)
+    out = solve_cap(fg, z, eps, steps)
+    torch.testing.assert_close(out.z.norm(dim=-1), z.norm(dim=-1), rtol=1e-10, atol=0)
+    assert (chord(out.z, z) <= eps * (1 + 1e-9) + 1e-12).all()
+    assert (out.after <= out.before).all()
+
+
+@pytest.mark.parametrize("d,c,eps", [(16, 10, 0.1), (64, 10, 0.1), (128, 100, 0.1), (32, 5, 0.5)])
+def test_greedy_beats_start_and_uniform_cap_samples(d, c, eps):
+    n = 256
+    z, _, fg, f = _problem(n, d, c, seed=d + c)
+    out = solve_cap(fg, z, eps, steps=15)
+    assert (out.after <= out.before).all()
+    torch.testing.assert_close(out.after, f(out.z))
+    g = torch.Generator().manual_seed(1)
+    radius = z.norm(dim=-1, keepdim=True)
+    best = torch.full((n,), float("inf"))
+    for _ in range(256):
+        best = torch.minimum(best, f(radius * sample_cap(normalize(z), eps, generator=g)))
+    ok = out.after <= best + 1e-6 * best.abs()
+    assert ok.float().mean() >= 0.9, f"greedy no worse than 256 random draws for {ok.float().mean():.2%}"
+
+
+def test_batched_equals_per_sample_loop():
+    z, y, _, _ = _problem(12, 20, 6, seed=3, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(6, 20, generator=g, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)
+    ws, bs = w + 0.2, b - 0.1
+
+    def fg(v, yy):
+        return linear_ce_objective_and_grad(v, yy, w, b, ws, bs, 0.2)
+
+    batched = solve_cap(lambda v: fg(v, y), z, 0.3, 15)
+    for j in range(12):
+        single = solve_cap(lambda v: fg(v, y[j : j + 1]), z[j : j + 1], 0.3, 15)
+        torch.testing.assert_close(batched.z[j], single.z[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(batched.after[j], single.after[0], rtol=1e-12, atol=1e-12)
+
+
+def test_default_step_reaches_the_rim():
+    """A linear objective pulling far outside the cap ends on the rim, at the right point."""
+    d, eps = 10, 0.2
+    z = 3.0 * normalize(torch.randn(5, d, dtype=torch.float64))
+    pull = torch.randn(5, d, dtype=torch.float64)
+
+    def fg(v):
+        return -(v * pull).sum(-1), -pull
+
+    out = solve_cap(fg, z, eps, steps=15)
+    torch.testing.assert_close(chord(out.z, z), torch.full((5,), eps, dtype=torch.float64), rtol=1e-6, atol=0)
+    # the optimum is the projection of the pull direction onto the cap
+    from torchdht.functional import project_cap
+
+    best = 3.0 * project_cap(pull, normalize(z), eps)
+    cos = (normalize(out.z) * normalize(best)).sum(-1)
+    assert (cos > 1 - 1e-4).all()
+
+
+def test_zero_steps_returns_start():
+    z, _, fg, _ = _problem(4, 6, 3, 0)
+    out = solve_cap(fg, z, 0.1, steps=0)
+    assert torch.equal(out.z, z)
+    assert torch.equal(out.before, out.after)
+
+
+def test_cap_angle_is_respected_by_default_lr():
+    z, _, fg, _ = _problem(64, 32, 10, 5)
+    out = solve_cap(fg, z, 0.1, steps=15)
+    from torchdht.functional import angle
+
+    assert float(angle(out.z, z).max()) <= chord_to_angle(0.1) + 1e-5
