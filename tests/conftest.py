@@ -20,7 +20,9 @@ def data_root() -> Path:
 def mnist_root() -> Path:
     root = data_root()
     if not (root / "MNIST" / "raw").is_dir():
-        pytest.skip(f"MNIST not found under {root} (set TORCHDHT_DATA to a folder holding MNIST/raw)")
+        pytest.skip(
+            f"MNIST not found under {root} (set TORCHDHT_DATA to a folder holding MNIST/raw)"
+        )
     return root
 
 

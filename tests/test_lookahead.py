@@ -32,8 +32,17 @@ def test_lookahead_does_not_touch_the_module():
     head = torch.nn.Linear(3, 2)
     before = {k: v.detach().clone() for k, v in head.named_parameters()}
     params = {k: v.detach() for k, v in head.named_parameters()}
-    linear_lookahead(torch.randn(4, 3), torch.tensor([0, 1, 1, 0]), params["weight"], params["bias"], 0.5, 3)
-    lookahead(lambda p, z: functional_call(head, p, (z,)), params, torch.randn(4, 3), torch.tensor([0, 1, 1, 0]), 0.5, 3)
+    linear_lookahead(
+        torch.randn(4, 3), torch.tensor([0, 1, 1, 0]), params["weight"], params["bias"], 0.5, 3
+    )
+    lookahead(
+        lambda p, z: functional_call(head, p, (z,)),
+        params,
+        torch.randn(4, 3),
+        torch.tensor([0, 1, 1, 0]),
+        0.5,
+        3,
+    )
     for k, v in head.named_parameters():
         assert torch.equal(v, before[k])
         assert v.grad is None

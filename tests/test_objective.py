@@ -88,7 +88,9 @@ def test_closed_form_gradient_matches_autograd_and_gradcheck(bias, soft):
 def test_batched_equals_per_sample_loop():
     _, params, star, z, y = _setup(16, 7, 5, True, False)
     batched = _closed(z, y, params, star, 0.2)
-    loop = torch.stack([_closed(z[j : j + 1], y[j : j + 1], params, star, 0.2)[0] for j in range(16)])
+    loop = torch.stack(
+        [_closed(z[j : j + 1], y[j : j + 1], params, star, 0.2)[0] for j in range(16)]
+    )
     torch.testing.assert_close(batched, loop, rtol=1e-12, atol=1e-14)
 
 
@@ -120,4 +122,6 @@ def test_ce_logit_grad_matches_autograd_for_soft_targets():
 def test_bias_mismatch_is_rejected():
     w = torch.randn(3, 4)
     with pytest.raises(ValueError, match="bias"):
-        linear_ce_objective(torch.randn(2, 4), torch.tensor([0, 1]), w, torch.zeros(3), w, None, 0.1)
+        linear_ce_objective(
+            torch.randn(2, 4), torch.tensor([0, 1]), w, torch.zeros(3), w, None, 0.1
+        )

@@ -67,7 +67,9 @@ def test_greedy_beats_start_and_uniform_cap_samples(d, c, eps):
     for _ in range(256):
         best = torch.minimum(best, f(radius * sample_cap(normalize(z), eps, generator=g)))
     ok = out.after <= best + 1e-6 * best.abs()
-    assert ok.float().mean() >= 0.9, f"greedy no worse than 256 random draws for {ok.float().mean():.2%}"
+    assert ok.float().mean() >= 0.9, (
+        f"greedy no worse than 256 random draws for {ok.float().mean():.2%}"
+    )
 
 
 def test_batched_equals_per_sample_loop():
@@ -81,7 +83,8 @@ def test_batched_equals_per_sample_loop():
 
     batched = solve_cap(lambda v: fg(v, y), z, 0.3, 15)
     for j in range(12):
-        single = solve_cap(lambda v: fg(v, y[j : j + 1]), z[j : j + 1], 0.3, 15)
+        yj = y[j : j + 1]
+        single = solve_cap(lambda v, yj=yj: fg(v, yj), z[j : j + 1], 0.3, 15)
         torch.testing.assert_close(batched.z[j], single.z[0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(batched.after[j], single.after[0], rtol=1e-12, atol=1e-12)
 
@@ -96,7 +99,9 @@ def test_default_step_reaches_the_rim():
         return -(v * pull).sum(-1), -pull
 
     out = solve_cap(fg, z, eps, steps=15)
-    torch.testing.assert_close(chord(out.z, z), torch.full((5,), eps, dtype=torch.float64), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        chord(out.z, z), torch.full((5,), eps, dtype=torch.float64), rtol=1e-6, atol=0
+    )
     # the optimum is the projection of the pull direction onto the cap
     from torchdht.functional import project_cap
 

@@ -210,7 +210,9 @@ def test_lookahead_encoder_grad_adds_exactly_the_lookahead_feature_gradients(pol
 
     def grad_at_z(flag):
         z = z0.clone().requires_grad_(True)
-        with PerformativeTeacher(net.head, lr=0.2, policy=policy, seed=3, lookahead_encoder_grad=flag) as t:
+        with PerformativeTeacher(
+            net.head, lr=0.2, policy=policy, seed=3, lookahead_encoder_grad=flag
+        ) as t:
             t.set_targets(y)
             (g,) = torch.autograd.grad(F.cross_entropy(net.head(z), y), z)
         return g
@@ -248,7 +250,9 @@ def test_grad_scaler_scales_the_extra_gradient():
         gs = []
         for flag in (True, False):
             z = z0.clone().requires_grad_(True)
-            with PerformativeTeacher(net.head, lr=0.2, lookahead_encoder_grad=flag, grad_scaler=scaler) as t:
+            with PerformativeTeacher(
+                net.head, lr=0.2, lookahead_encoder_grad=flag, grad_scaler=scaler
+            ) as t:
                 t.set_targets(y)
                 loss = F.cross_entropy(net.head(z), y)
                 if scaler is not None:
@@ -269,7 +273,9 @@ def test_bad_rows_pass_through_and_are_counted():
     z[5, 2] = float("inf")
     seen, h = _capture_head_input(net.head)
     for policy in ("greedy", "random"):
-        with PerformativeTeacher(net.head, lr=0.5, policy=policy, seed=0, lookahead_encoder_grad=True) as t:
+        with PerformativeTeacher(
+            net.head, lr=0.5, policy=policy, seed=0, lookahead_encoder_grad=True
+        ) as t:
             t.set_targets(y)
             zz = z.clone().requires_grad_(True)
             out = net.head(zz)
@@ -446,7 +452,9 @@ def test_bad_hyperparameters(kwargs, exc, match):
         PerformativeTeacher(Net().head, lr=0.1, **kwargs)
 
 
-@pytest.mark.parametrize("lr,exc", [(0.0, ValueError), (-1.0, ValueError), (float("inf"), ValueError), ("1", TypeError)])
+@pytest.mark.parametrize(
+    "lr,exc", [(0.0, ValueError), (-1.0, ValueError), (float("inf"), ValueError), ("1", TypeError)]
+)
 def test_bad_lr(lr, exc):
     with pytest.raises(exc, match="lr"):
         PerformativeTeacher(Net().head, lr=lr)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Union
+from collections.abc import Mapping
+from typing import Callable, Union
 
 from torch import Tensor
 

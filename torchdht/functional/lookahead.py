@@ -9,7 +9,7 @@ tensors and new tensors come out.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +27,9 @@ class LinearLookahead(NamedTuple):
 
     weight: Tensor
     """``W*`` of shape (C, D)."""
-    bias: Optional[Tensor]
+    bias: Tensor | None
     """``b*`` of shape (C,), or None for a head without bias."""
-    feature_grad: Optional[Tensor]
+    feature_grad: Tensor | None
     """``sum_{i<k} d CE_mean(theta_i; z, y) / dz`` of shape (N, D) when asked for."""
 
 
@@ -37,11 +37,11 @@ def linear_lookahead(
     z: Tensor,
     targets: Tensor,
     weight: Tensor,
-    bias: Optional[Tensor],
-    lr: float,
+    bias: Tensor | None,
+    lr: float | Tensor,
     steps: int,
     feature_grad: bool = False,
-    mask: Optional[Tensor] = None,
+    mask: Tensor | None = None,
 ) -> LinearLookahead:
     """``k`` SGD steps of a linear head on mean softmax cross-entropy, in closed form.
 
@@ -73,7 +73,9 @@ def linear_lookahead(
         (torch.Size([2, 3]), 0.0)
     """
     if mask is None:
-        scale = torch.full((z.shape[0], 1), 1.0 / max(z.shape[0], 1), dtype=z.dtype, device=z.device)
+        scale = torch.full(
+            (z.shape[0], 1), 1.0 / max(z.shape[0], 1), dtype=z.dtype, device=z.device
+        )
     else:
         m = mask.to(z.dtype).unsqueeze(-1)
         scale = m / m.sum().clamp_min(1.0)
@@ -91,7 +93,9 @@ def linear_lookahead(
     return LinearLookahead(w, b, acc)
 
 
-def lookahead(head_fn: HeadFn, params: Params, z: Tensor, targets: Tensor, lr: float, steps: int) -> dict:
+def lookahead(
+    head_fn: HeadFn, params: Params, z: Tensor, targets: Tensor, lr: float, steps: int
+) -> dict:
     """``k`` SGD steps of any head on mean softmax cross-entropy, via ``torch.func``.
 
     The generic counterpart of :func:`linear_lookahead` (used to test it, and

@@ -15,7 +15,7 @@ its gradient with respect to the features.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ def _soft_targets(targets: Tensor, num_classes: int, dtype: torch.dtype) -> Tens
     return F.one_hot(targets, num_classes).to(dtype)
 
 
-def ce_logit_grad(logits: Tensor, targets: Tensor) -> Tuple[Tensor, Tensor]:
+def ce_logit_grad(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """Gradient of softmax cross-entropy with respect to the logits.
 
     Args:
@@ -110,9 +110,9 @@ def linear_ce_objective(
     z: Tensor,
     targets: Tensor,
     weight: Tensor,
-    bias: Optional[Tensor],
+    bias: Tensor | None,
     weight_star: Tensor,
-    bias_star: Optional[Tensor],
+    bias_star: Tensor | None,
     eta: Eta,
 ) -> Tensor:
     """Closed-form greedy objective for a linear head with softmax cross-entropy.
@@ -146,11 +146,11 @@ def linear_ce_objective_and_grad(
     z: Tensor,
     targets: Tensor,
     weight: Tensor,
-    bias: Optional[Tensor],
+    bias: Tensor | None,
     weight_star: Tensor,
-    bias_star: Optional[Tensor],
+    bias_star: Tensor | None,
     eta: Eta,
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """The closed-form objective and its exact gradient with respect to ``z``.
 
     With ``J = sum(y) (diag(p) - p p^T)``, ``n = |z|^2 + [bias]`` and
@@ -181,12 +181,12 @@ def _linear_ce(
     z: Tensor,
     targets: Tensor,
     weight: Tensor,
-    bias: Optional[Tensor],
+    bias: Tensor | None,
     weight_star: Tensor,
-    bias_star: Optional[Tensor],
+    bias_star: Tensor | None,
     eta: Eta,
     with_grad: bool,
-) -> Tuple[Tensor, Optional[Tensor]]:
+) -> tuple[Tensor, Tensor | None]:
     if (bias is None) != (bias_star is None):
         raise ValueError("bias and bias_star must both be tensors or both be None")
     d_weight = weight - weight_star

@@ -12,7 +12,7 @@ the objective never rises and the returned iterate is the best one seen.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -21,7 +21,7 @@ from .sphere import chord_to_angle, normalize, project_cap
 
 __all__ = ["SolveResult", "solve_cap", "default_solve_lr"]
 
-ObjectiveAndGrad = Callable[[Tensor], Tuple[Tensor, Tensor]]
+ObjectiveAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
 """``fn(z) -> (f, df_dz)`` with ``z`` (N, D), ``f`` (N,), ``df_dz`` (N, D)."""
 
 
@@ -52,7 +52,7 @@ def solve_cap(
     z: Tensor,
     eps: float,
     steps: int,
-    lr: Optional[float] = None,
+    lr: float | None = None,
 ) -> SolveResult:
     """Minimise a per-sample objective over the cap around each row of ``z``.
 

@@ -9,7 +9,6 @@ whole sphere. All functions work on batches: one cap per row.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -131,14 +130,16 @@ def project_cap(x: Tensor, center: Tensor, eps: float) -> Tensor:
     tang_norm = tang.norm(dim=-1, keepdim=True)
     theta = torch.atan2(tang_norm, cos_t)
     degenerate = tang_norm <= 1e-12 * (1.0 + cos_t.abs())
-    direction = torch.where(degenerate, _fallback_tangent(center), tang / tang_norm.clamp_min(_TINY))
+    direction = torch.where(
+        degenerate, _fallback_tangent(center), tang / tang_norm.clamp_min(_TINY)
+    )
     rim = math.cos(alpha) * center + math.sin(alpha) * direction
     inside = (theta <= alpha) & ~(degenerate & (cos_t < 0))
     return torch.where(inside, v, rim)
 
 
 def _sample_polar_angle(
-    n: int, dim: int, alpha: float, generator: Optional[torch.Generator], like: Tensor
+    n: int, dim: int, alpha: float, generator: torch.Generator | None, like: Tensor
 ) -> Tensor:
     """Polar angles in ``[0, alpha]`` with density proportional to sin^(dim-2).
 
@@ -165,7 +166,7 @@ def _sample_polar_angle(
     return out.to(like.dtype)
 
 
-def sample_cap(center: Tensor, eps: float, generator: Optional[torch.Generator] = None) -> Tensor:
+def sample_cap(center: Tensor, eps: float, generator: torch.Generator | None = None) -> Tensor:
     """Draw one point per row uniformly (surface measure) from the cap.
 
     In high dimension most of a cap's surface lies near its rim, so most

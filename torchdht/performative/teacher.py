@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from ..errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
 from ..functional.lookahead import linear_lookahead
@@ -36,7 +37,7 @@ _POLICIES = ("greedy", "random", "none")
 _STATE_VERSION = 1
 
 # Heads that carry a teacher; a weak map so that a dropped model frees its entry.
-_ATTACHED: "weakref.WeakKeyDictionary[nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
+_ATTACHED: weakref.WeakKeyDictionary[nn.Module, weakref.ref] = weakref.WeakKeyDictionary()
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -46,14 +47,14 @@ class _StraightThrough(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, z: Tensor, z_tilde: Tensor, extra: Optional[Tensor], scale: Callable[[], Any]
+        ctx: Any, z: Tensor, z_tilde: Tensor, extra: Tensor | None, scale: Callable[[], Any]
     ) -> Tensor:
         ctx.extra = extra
         ctx.scale = scale
         return z_tilde
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], None, None, None]:
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:
         grad = grad_out
         if ctx.extra is not None:
             grad = grad_out + (ctx.extra * ctx.scale()).to(grad_out.dtype)
@@ -134,18 +135,18 @@ class PerformativeTeacher:
     def __init__(
         self,
         head: nn.Module,
-        optimizer: Optional[torch.optim.Optimizer] = None,
+        optimizer: torch.optim.Optimizer | None = None,
         *,
-        lr: Optional[Union[float, Callable[[], float]]] = None,
+        lr: float | Callable[[], float] | None = None,
         eps: float = 0.1,
         lookahead_steps: int = 5,
-        lookahead_lr: Optional[float] = None,
+        lookahead_lr: float | None = None,
         solve_steps: int = 15,
-        solve_lr: Optional[float] = None,
+        solve_lr: float | None = None,
         policy: str = "greedy",
         lookahead_encoder_grad: bool = False,
-        grad_scaler: Optional[Any] = None,
-        seed: Optional[int] = None,
+        grad_scaler: Any | None = None,
+        seed: int | None = None,
         validate: bool = False,
     ) -> None:
         if not isinstance(head, nn.Linear):
@@ -161,7 +162,7 @@ class PerformativeTeacher:
             )
         if (optimizer is None) == (lr is None):
             raise ValueError("give exactly one of optimizer= (eta read from it) and lr=")
-        self._group: Optional[int] = None
+        self._group: int | None = None
         if optimizer is not None:
             if not isinstance(optimizer, torch.optim.Optimizer):
                 raise TypeError(
@@ -183,7 +184,9 @@ class PerformativeTeacher:
         self.lr = lr
         self.eps = check_eps(eps)
         self.lookahead_steps = _check_positive(lookahead_steps, "lookahead_steps", integer=True)
-        self.lookahead_lr = None if lookahead_lr is None else _check_positive(lookahead_lr, "lookahead_lr")
+        self.lookahead_lr = (
+            None if lookahead_lr is None else _check_positive(lookahead_lr, "lookahead_lr")
+        )
         self.solve_steps = _check_positive(solve_steps, "solve_steps", integer=True)
         self.solve_lr = None if solve_lr is None else _check_positive(solve_lr, "solve_lr")
         if policy not in _POLICIES:
@@ -199,11 +202,13 @@ class PerformativeTeacher:
         self.validate = bool(validate)
         self.enabled = True
         self.steps_taught = 0
-        self._generator: Optional[torch.Generator] = None
-        self._pending_rng: Optional[Tuple[str, Tensor]] = None
-        self._targets: Optional[Tensor] = None
-        self._stats: Dict[str, Tensor] = {}
-        self._handle = head.register_forward_pre_hook(self._hook, with_kwargs=True)
+        self._generator: torch.Generator | None = None
+        self._pending_rng: tuple[str, Tensor] | None = None
+        self._targets: Tensor | None = None
+        self._stats: dict[str, Tensor] = {}
+        self._handle: RemovableHandle | None = head.register_forward_pre_hook(
+            self._hook, with_kwargs=True
+        )
         _ATTACHED[head] = weakref.ref(self)
 
     # ------------------------------------------------------------------ API
@@ -227,8 +232,12 @@ class PerformativeTeacher:
             if self.validate or targets.device.type == "cpu":
                 if not bool(torch.isfinite(targets).all()) or bool((targets < 0).any()):
                     raise TargetsError("soft targets must be finite and non-negative")
-        elif targets.dtype in (torch.bool, torch.complex64, torch.complex128) or targets.is_complex():
-            raise TypeError(f"targets must hold class indices or probabilities, got {targets.dtype}")
+        elif (
+            targets.dtype in (torch.bool, torch.complex64, torch.complex128) or targets.is_complex()
+        ):
+            raise TypeError(
+                f"targets must hold class indices or probabilities, got {targets.dtype}"
+            )
         else:
             if targets.dim() == 0:
                 raise TargetsError("targets must have a batch dimension, got a 0-d tensor")
@@ -249,7 +258,7 @@ class PerformativeTeacher:
         return self.enabled and self.head.training and torch.is_grad_enabled()
 
     @property
-    def stats(self) -> Dict[str, float]:
+    def stats(self) -> dict[str, float]:
         """Figures of the last taught step (empty before the first one).
 
         Keys: ``angle_mean`` and ``angle_max`` (radians moved on the sphere),
@@ -271,15 +280,15 @@ class PerformativeTeacher:
                 del _ATTACHED[self.head]
         self._targets = None
 
-    def __enter__(self) -> "PerformativeTeacher":
+    def __enter__(self) -> PerformativeTeacher:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.remove()
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """The teacher's own state (its hyperparameters live in the constructor)."""
-        rng: Optional[Tuple[str, Tensor]] = None
+        rng: tuple[str, Tensor] | None = None
         if self._generator is not None:
             rng = (self._generator.device.type, self._generator.get_state())
         elif self._pending_rng is not None:
@@ -292,7 +301,7 @@ class PerformativeTeacher:
             "rng": rng,
         }
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
@@ -315,7 +324,7 @@ class PerformativeTeacher:
         )
 
     # ------------------------------------------------------------ internals
-    def _eta(self) -> Union[float, Tensor]:
+    def _eta(self) -> float | Tensor:
         if self.optimizer is not None:
             assert self._group is not None
             eta = self.optimizer.param_groups[self._group]["lr"]
@@ -347,7 +356,7 @@ class PerformativeTeacher:
         self._generator = gen
         return gen
 
-    def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> Optional[Tuple[tuple, dict]]:
+    def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         if not self.active:
             return None
         if args:
@@ -370,8 +379,12 @@ class PerformativeTeacher:
         if self.policy == "none":
             n = z.numel() // max(z.shape[-1], 1)
             zero = torch.zeros((), device=z.device)
-            self._stats = {"angle_mean": zero, "angle_max": zero, "n_rows": torch.tensor(n),
-                           "n_skipped": torch.tensor(0)}
+            self._stats = {
+                "angle_mean": zero,
+                "angle_max": zero,
+                "n_rows": torch.tensor(n),
+                "n_skipped": torch.tensor(0),
+            }
             return None
         z_new = self._teach(z, targets)
         if key is None:
@@ -381,7 +394,9 @@ class PerformativeTeacher:
     def _check_shapes(self, z: Tensor, targets: Tensor) -> None:
         lead = tuple(z.shape[:-1])
         if z.dim() not in (2, 3):
-            raise ValueError(f"the head's input must have shape (B, D) or (B, T, D), got {tuple(z.shape)}")
+            raise ValueError(
+                f"the head's input must have shape (B, D) or (B, T, D), got {tuple(z.shape)}"
+            )
         shape = tuple(targets.shape)
         want = lead + (self.head.out_features,) if targets.is_floating_point() else lead
         if shape != want:
@@ -412,16 +427,30 @@ class PerformativeTeacher:
             if isinstance(eta, Tensor):
                 eta = eta.to(device=z.device, dtype=work_dtype)
             la_lr = self.lookahead_lr if self.lookahead_lr is not None else eta
-            la = linear_lookahead(zs, tgt, weight, bias, la_lr, self.lookahead_steps,
-                                  feature_grad=self.lookahead_encoder_grad, mask=valid)
+            la = linear_lookahead(
+                zs,
+                tgt,
+                weight,
+                bias,
+                la_lr,
+                self.lookahead_steps,
+                feature_grad=self.lookahead_encoder_grad,
+                mask=valid,
+            )
 
-            def objective_and_grad(v: Tensor) -> Tuple[Tensor, Tensor]:
+            def objective_and_grad(v: Tensor) -> tuple[Tensor, Tensor]:
                 return linear_ce_objective_and_grad(v, tgt, weight, bias, la.weight, la.bias, eta)
 
             if self.policy == "greedy":
-                res = solve_cap(objective_and_grad, zs, self.eps, self.solve_steps,
-                                self.solve_lr if self.solve_lr is not None
-                                else default_solve_lr(self.eps, self.solve_steps))
+                res = solve_cap(
+                    objective_and_grad,
+                    zs,
+                    self.eps,
+                    self.solve_steps,
+                    self.solve_lr
+                    if self.solve_lr is not None
+                    else default_solve_lr(self.eps, self.solve_steps),
+                )
                 solved, before, after = res.z, res.before, res.after
             else:
                 radius = zs.norm(dim=-1, keepdim=True)
@@ -447,8 +476,18 @@ class PerformativeTeacher:
         scale = getattr(scaler, "_scale", None)
         return 1.0 if scale is None else scale.detach()
 
-    def _record(self, zs: Tensor, solved: Tensor, before: Tensor, after: Tensor, valid: Tensor,
-                weight: Tensor, bias: Optional[Tensor], la: Any, eta: Any) -> None:
+    def _record(
+        self,
+        zs: Tensor,
+        solved: Tensor,
+        before: Tensor,
+        after: Tensor,
+        valid: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        la: Any,
+        eta: Any,
+    ) -> None:
         m = valid.to(zs.dtype)
         count = m.sum().clamp_min(1.0)
         moved = angle(solved, zs) * m
@@ -468,4 +507,3 @@ class PerformativeTeacher:
             "n_rows": torch.tensor(valid.numel()),
             "n_skipped": (~valid).sum(),
         }
-
