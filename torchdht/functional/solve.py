@@ -12,12 +12,13 @@ the objective never rises and the returned iterate is the best one seen.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
 
-from .sphere import chord_to_angle, normalize, project_cap
+from .sphere import _fallback_tangent, _project, chord_to_angle, normalize
 
 __all__ = ["SolveResult", "solve_cap", "default_solve_lr"]
 
@@ -86,11 +87,14 @@ def solve_cap(
     before = f
     step = torch.full_like(radius, float(lr))
     moved = torch.zeros_like(radius, dtype=torch.bool)
+    alpha = chord_to_angle(eps)
+    fallback = _fallback_tangent(center) if alpha < math.pi else None
     for _ in range(steps):
         rg = radius * g  # gradient with respect to the unit direction u
         tangent = rg - (rg * u).sum(-1, keepdim=True) * u
         direction = -normalize(tangent)
-        cand = project_cap(torch.cos(step) * u + torch.sin(step) * direction, center, eps)
+        cand = torch.cos(step) * u + torch.sin(step) * direction
+        cand = normalize(cand) if fallback is None else _project(cand, center, fallback, alpha)
         f_new, g_new = objective_and_grad(radius * cand)
         accept = (f_new < f).unsqueeze(-1)
         u = torch.where(accept, cand, u)

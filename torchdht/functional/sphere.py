@@ -8,6 +8,7 @@ whole sphere. All functions work on batches: one cap per row.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -122,20 +123,40 @@ def project_cap(x: Tensor, center: Tensor, eps: float) -> Tensor:
         True
     """
     alpha = chord_to_angle(eps)
-    v = normalize(x)
     if alpha >= math.pi:
-        return v
+        return normalize(x)
+    return _project(x, center, _fallback_tangent(center), alpha)
+
+
+def _project(x: Tensor, center: Tensor, fallback: Tensor, alpha: float) -> Tensor:
+    """:func:`project_cap` with the fallback tangents precomputed (``alpha < pi``)."""
+    v = normalize(x)
     cos_t = (v * center).sum(-1, keepdim=True)
     tang = v - cos_t * center
     tang_norm = tang.norm(dim=-1, keepdim=True)
     theta = torch.atan2(tang_norm, cos_t)
     degenerate = tang_norm <= 1e-12 * (1.0 + cos_t.abs())
-    direction = torch.where(
-        degenerate, _fallback_tangent(center), tang / tang_norm.clamp_min(_TINY)
-    )
+    direction = torch.where(degenerate, fallback, tang / tang_norm.clamp_min(_TINY))
     rim = math.cos(alpha) * center + math.sin(alpha) * direction
     inside = (theta <= alpha) & ~(degenerate & (cos_t < 0))
     return torch.where(inside, v, rim)
+
+
+_GRID = 8192
+
+
+@functools.lru_cache(maxsize=32)
+def _polar_table(dim: int, alpha: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Grid of polar angles on ``[0, alpha]`` and the CDF of the cap's angle law there."""
+    theta = torch.linspace(0.0, alpha, _GRID + 1, dtype=torch.float64, device=device)
+    if dim > 2:
+        log_dens = (dim - 2) * torch.log(torch.sin(theta).clamp_min(1e-300))
+        dens = torch.exp(log_dens - log_dens.max())
+    else:
+        dens = torch.ones_like(theta)
+    cell = 0.5 * (dens[1:] + dens[:-1]) * (alpha / _GRID)
+    cdf = torch.cat([cell.new_zeros(1), torch.cumsum(cell, 0)])
+    return theta, cdf / cdf[-1]
 
 
 def _sample_polar_angle(
@@ -147,18 +168,9 @@ def _sample_polar_angle(
     (surface measure) from the cap on the sphere in R^dim. The inverse CDF is
     tabulated on a fine grid in float64 and interpolated linearly.
     """
-    grid_size = 8192
-    theta = torch.linspace(0.0, alpha, grid_size + 1, dtype=torch.float64, device=like.device)
-    if dim > 2:
-        log_dens = (dim - 2) * torch.log(torch.sin(theta).clamp_min(1e-300))
-        dens = torch.exp(log_dens - log_dens.max())
-    else:
-        dens = torch.ones_like(theta)
-    cell = 0.5 * (dens[1:] + dens[:-1]) * (alpha / grid_size)
-    cdf = torch.cat([cell.new_zeros(1), torch.cumsum(cell, 0)])
-    cdf = cdf / cdf[-1]
+    theta, cdf = _polar_table(dim, alpha, like.device)
     q = torch.rand(n, generator=generator, device=like.device, dtype=torch.float64)
-    hi = torch.searchsorted(cdf, q).clamp(1, grid_size)
+    hi = torch.searchsorted(cdf, q).clamp(1, cdf.numel() - 1)
     lo = hi - 1
     span = (cdf[hi] - cdf[lo]).clamp_min(1e-300)
     frac = ((q - cdf[lo]) / span).clamp(0.0, 1.0)
