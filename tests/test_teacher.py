@@ -510,3 +510,29 @@ def test_public_api():
     assert issubclass(torchdht.MissingTargetsError, ValueError)
     assert issubclass(torchdht.HeadTypeError, TypeError)
     assert "greedy" in repr(PerformativeTeacher(nn.Linear(2, 2), lr=0.1))
+
+
+@pytest.mark.parametrize("order", ["teacher_then_compile", "compile_then_teacher"])
+def test_torch_compile_does_not_skip_the_hook(order):
+    """Dynamo must run the hook (not trace past it) whichever comes first."""
+    net = Net()
+    x, y = _batch()
+    if order == "teacher_then_compile":
+        t = PerformativeTeacher(net.head, lr=0.5, eps=0.5)
+        cnet = torch.compile(net, backend="eager")
+    else:
+        cnet = torch.compile(net, backend="eager")
+        cnet(x)
+        t = PerformativeTeacher(net.head, lr=0.5, eps=0.5)
+    seen, h = _capture_head_input(net.head)
+    try:
+        with pytest.raises(MissingTargetsError):
+            cnet(x)
+        t.set_targets(y)
+        F.cross_entropy(cnet(x), y).backward()
+        assert t.steps_taught == 1
+        assert float(angle(seen["z"].detach(), net.body(x).detach()).max()) > 1e-3
+        assert net.body[0].weight.grad is not None
+    finally:
+        h.remove()
+        t.remove()

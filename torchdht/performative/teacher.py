@@ -22,6 +22,7 @@ import weakref
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
@@ -411,9 +412,10 @@ class PerformativeTeacher:
         with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
             flat = z.detach().reshape(-1, dim)
             tgt = targets.to(z.device, non_blocking=True)
-            tgt = tgt.reshape(-1, tgt.shape[-1]) if tgt.is_floating_point() else tgt.reshape(-1)
             if tgt.is_floating_point():
-                tgt = tgt.to(work_dtype)
+                tgt = tgt.reshape(-1, tgt.shape[-1]).to(work_dtype)
+            else:  # one-hot once, not in every solver iteration
+                tgt = F.one_hot(tgt.reshape(-1), self.head.out_features).to(work_dtype)
             zf = flat.to(work_dtype)
             valid = torch.isfinite(zf).all(-1) & (zf.norm(dim=-1) > 0)
             # Invalid rows get a harmless stand-in; they are masked out of the
