@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.func import grad
 
 from .._types import HeadFn, Params
-from .objective import ce_logit_grad
+from .objective import ce_logit_grad, check_linear_args
 
 __all__ = ["LinearLookahead", "linear_lookahead", "lookahead"]
 
@@ -72,6 +72,9 @@ def linear_lookahead(
         >>> out.weight.shape, W.abs().sum().item()
         (torch.Size([2, 3]), 0.0)
     """
+    check_linear_args(z, targets, weight, bias)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
     if mask is None:
         scale = torch.full(
             (z.shape[0], 1), 1.0 / max(z.shape[0], 1), dtype=z.dtype, device=z.device

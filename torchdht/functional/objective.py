@@ -40,6 +40,26 @@ def _soft_targets(targets: Tensor, num_classes: int, dtype: torch.dtype) -> Tens
     return F.one_hot(targets, num_classes).to(dtype)
 
 
+def check_linear_args(z: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    """Raise a clear error unless z (N, D), weight (C, D), bias (C,) and targets fit together."""
+    if z.dim() != 2:
+        raise ValueError(f"z must have shape (N, D), got {tuple(z.shape)}")
+    if weight.dim() != 2 or weight.shape[1] != z.shape[1]:
+        raise ValueError(
+            f"weight must have shape (C, {z.shape[1]}) to match z of shape {tuple(z.shape)}, "
+            f"got {tuple(weight.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    n, c = z.shape[0], weight.shape[0]
+    want = (n, c) if targets.is_floating_point() else (n,)
+    if tuple(targets.shape) != want:
+        raise ValueError(
+            f"targets must have shape {want} (class indices (N,) or soft targets (N, C)), "
+            f"got {tuple(targets.shape)}"
+        )
+
+
 def ce_logit_grad(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """Gradient of softmax cross-entropy with respect to the logits.
 
@@ -187,8 +207,14 @@ def _linear_ce(
     eta: Eta,
     with_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
+    check_linear_args(z, targets, weight, bias)
     if (bias is None) != (bias_star is None):
         raise ValueError("bias and bias_star must both be tensors or both be None")
+    if weight_star.shape != weight.shape:
+        raise ValueError(
+            f"weight_star must have the shape of weight {tuple(weight.shape)}, "
+            f"got {tuple(weight_star.shape)}"
+        )
     d_weight = weight - weight_star
     logits = z @ weight.T
     h = z @ d_weight.T

@@ -78,8 +78,15 @@ def solve_cap(
         >>> bool(out.after < out.before)
         True
     """
+    if z.dim() != 2 or z.shape[-1] < 2:
+        raise ValueError(f"z must have shape (N, D) with D >= 2, got {tuple(z.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
     if lr is None:
         lr = default_solve_lr(eps, steps)
+    elif not lr > 0:
+        raise ValueError(f"lr must be a positive angular step in radians, got {lr!r}")
+    alpha = chord_to_angle(eps)
     radius = z.norm(dim=-1, keepdim=True)
     center = z / radius
     u = center
@@ -87,7 +94,6 @@ def solve_cap(
     before = f
     step = torch.full_like(radius, float(lr))
     moved = torch.zeros_like(radius, dtype=torch.bool)
-    alpha = chord_to_angle(eps)
     fallback = _fallback_tangent(center) if alpha < math.pi else None
     for _ in range(steps):
         rg = radius * g  # gradient with respect to the unit direction u

@@ -224,13 +224,16 @@ class PerformativeTeacher:
         if not isinstance(targets, Tensor):
             raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
         num_classes = self.head.out_features
+        # Value checks on the host where that is free (CPU) or asked for; on CUDA
+        # an asynchronous device assert, so no sync is added to the step.
+        host_check = self.validate or targets.device.type == "cpu"
         if targets.is_floating_point():
             if targets.dim() < 2 or targets.shape[-1] != num_classes:
                 raise TargetsError(
                     f"soft targets must have shape (..., {num_classes}) for a head with "
                     f"{num_classes} outputs, got {tuple(targets.shape)}"
                 )
-            if self.validate or targets.device.type == "cpu":
+            if host_check:
                 if not bool(torch.isfinite(targets).all()) or bool((targets < 0).any()):
                     raise TargetsError("soft targets must be finite and non-negative")
         elif (
@@ -242,14 +245,14 @@ class PerformativeTeacher:
         else:
             if targets.dim() == 0:
                 raise TargetsError("targets must have a batch dimension, got a 0-d tensor")
-            if self.validate or targets.device.type == "cpu":
+            if host_check:
                 if targets.numel() and bool(((targets < 0) | (targets >= num_classes)).any()):
                     lo, hi = int(targets.min()), int(targets.max())
                     raise TargetsError(
                         f"class indices must lie in [0, {num_classes - 1}] for a head with "
                         f"{num_classes} outputs, got values in [{lo}, {hi}]"
                     )
-            else:
+            elif targets.device.type == "cuda":
                 torch._assert_async(((targets >= 0) & (targets < num_classes)).all())
         self._targets = targets
 
@@ -398,6 +401,11 @@ class PerformativeTeacher:
             raise ValueError(
                 f"the head's input must have shape (B, D) or (B, T, D), got {tuple(z.shape)}"
             )
+        if targets.device != z.device:
+            raise TargetsError(
+                f"targets are on {targets.device} but the features reaching the head are on "
+                f"{z.device}; pass targets on the model's device (y.to(device))"
+            )
         shape = tuple(targets.shape)
         want = lead + (self.head.out_features,) if targets.is_floating_point() else lead
         if shape != want:
@@ -411,11 +419,10 @@ class PerformativeTeacher:
         work_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
         with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
             flat = z.detach().reshape(-1, dim)
-            tgt = targets.to(z.device, non_blocking=True)
-            if tgt.is_floating_point():
-                tgt = tgt.reshape(-1, tgt.shape[-1]).to(work_dtype)
+            if targets.is_floating_point():
+                tgt = targets.reshape(-1, targets.shape[-1]).to(work_dtype)
             else:  # one-hot once, not in every solver iteration
-                tgt = F.one_hot(tgt.reshape(-1), self.head.out_features).to(work_dtype)
+                tgt = F.one_hot(targets.reshape(-1), self.head.out_features).to(work_dtype)
             zf = flat.to(work_dtype)
             valid = torch.isfinite(zf).all(-1) & (zf.norm(dim=-1) > 0)
             # Invalid rows get a harmless stand-in; they are masked out of the

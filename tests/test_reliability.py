@@ -1,0 +1,125 @@
+"""Reliability of PerformativeTeacher: DDP, resume in a fresh process, determinism, memory."""
+
+from __future__ import annotations
+
+import gc
+import socket
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchdht import PerformativeTeacher
+
+from conftest import REPO
+from workers import ddp_worker
+
+WORKERS = REPO / "tests" / "workers"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("policy", ["greedy", "random"])
+def test_ddp_two_processes_match_per_rank_reference(tmp_path, policy):
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available in this build")
+    out = tmp_path / "params.pt"
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKERS / "ddp_worker.py"),
+                str(r),
+                "2",
+                str(port),
+                str(out),
+                policy,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(2)
+    ]
+    logs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    gathered = torch.load(out, weights_only=True)
+    assert torch.equal(gathered[0], gathered[1])  # ranks stay in sync
+    ref = ddp_worker.reference(2, policy)
+    torch.testing.assert_close(gathered[0], ref, rtol=1e-12, atol=1e-12)
+
+
+def _worker(*args: str) -> None:
+    res = subprocess.run(
+        [sys.executable, str(WORKERS / "resume_worker.py"), *args], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("policy", ["greedy", "random"])
+def test_resume_in_a_fresh_process_is_bit_identical(tmp_path, policy):
+    full, part, ckpt = tmp_path / "full.pt", tmp_path / "part.pt", tmp_path / "ckpt.pt"
+    _worker(policy, "0", "20", "--out", str(full))
+    _worker(policy, "0", "10", "--save", str(ckpt), "--out", str(tmp_path / "half.pt"))
+    _worker(policy, "10", "20", "--load", str(ckpt), "--out", str(part))
+    a, b = torch.load(full, weights_only=True), torch.load(part, weights_only=True)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _train(policy: str, steps: int = 15) -> torch.Tensor:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    with PerformativeTeacher(model[-1], optimizer=opt, policy=policy, seed=5) as t:
+        for step in range(steps):
+            g = torch.Generator().manual_seed(step)
+            x, y = torch.randn(16, 6, generator=g), torch.randint(0, 4, (16,), generator=g)
+            t.set_targets(y)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("policy", ["greedy", "random"])
+def test_two_runs_with_a_seed_are_identical(policy):
+    assert torch.equal(_train(policy), _train(policy))
+
+
+def _live_tensors() -> int:
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance probes some deprecated lazy attributes
+        warnings.simplefilter("ignore")
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+def test_many_steps_do_not_grow_memory():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    x, y = torch.randn(32, 6), torch.randint(0, 4, (32,))
+    with PerformativeTeacher(model[-1], optimizer=opt, lookahead_encoder_grad=True) as t:
+
+        def steps(n: int) -> None:
+            for _ in range(n):
+                t.set_targets(y)
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+        steps(10)
+        before = _live_tensors()
+        steps(1000)
+        after = _live_tensors()
+    assert after <= before, f"{after - before} tensors more after 1000 steps"
