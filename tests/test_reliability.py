@@ -123,3 +123,20 @@ def test_many_steps_do_not_grow_memory():
         steps(1000)
         after = _live_tensors()
     assert after <= before, f"{after - before} tensors more after 1000 steps"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("policy", ["greedy", "random"])
+def test_no_host_sync_in_the_taught_forward_on_cuda(policy):
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)).cuda()
+    x, y = torch.randn(32, 6, device="cuda"), torch.randint(0, 4, (32,), device="cuda")
+    with PerformativeTeacher(model[-1], lr=0.1, policy=policy, seed=0) as t:
+        t.set_targets(y)
+        model(x)  # warm-up: lazy generator and table creation may sync once
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            t.set_targets(y)
+            out = model(x)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert out.shape == (32, 4)
