@@ -536,3 +536,42 @@ def test_torch_compile_does_not_skip_the_hook(order):
     finally:
         h.remove()
         t.remove()
+
+
+def test_greedy_step_traces_whole_with_fullgraph():
+    """No graph break, hence no host sync or data-dependent branch, in the greedy step."""
+    from torchdht.functional import greedy_teach
+
+    z = torch.randn(16, 8).relu() + 0.1
+    z[3] = float("nan")
+    y = F.one_hot(torch.randint(0, 4, (16,)), 4).float()
+    w, b = torch.randn(4, 8), torch.zeros(4)
+    eta = torch.tensor(0.1)
+    compiled = torch.compile(greedy_teach, fullgraph=True, backend="eager")
+    got = compiled(z, y, w, b, eta, feature_grad=True)
+    want = greedy_teach(z, y, w, b, eta, feature_grad=True)
+    assert torch.equal(got.z.nan_to_num(), want.z.nan_to_num())
+    assert torch.equal(got.lookahead.feature_grad, want.lookahead.feature_grad)
+
+
+def test_compile_option_gives_the_eager_result():
+    net = Net().double()  # float64: eta as a tensor equals the Python float exactly
+    ref = copy.deepcopy(net)
+    x, y = _batch()
+    x = x.double()
+    outs = []
+    for model, kw in ((net, {"compile": {"backend": "eager"}}), (ref, {})):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.5)
+        with PerformativeTeacher(model.head, optimizer=opt, **kw) as t:
+            for _ in range(3):
+                t.set_targets(y)
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        outs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-14)
+    with pytest.raises(TypeError, match="compile"):
+        PerformativeTeacher(nn.Linear(2, 2), lr=0.1, compile="yes")  # type: ignore[arg-type]

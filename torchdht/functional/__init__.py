@@ -7,6 +7,7 @@ from .objective import (
     linear_ce_objective,
     linear_ce_objective_and_grad,
 )
+from .performative import TeachStep, greedy_teach, random_teach
 from .solve import SolveResult, default_solve_lr, solve_cap
 from .sphere import (
     angle,
@@ -21,6 +22,7 @@ from .sphere import (
 __all__ = [
     "LinearLookahead",
     "SolveResult",
+    "TeachStep",
     "angle",
     "angle_to_chord",
     "ce_logit_grad",
@@ -28,12 +30,14 @@ __all__ = [
     "chord_to_angle",
     "default_solve_lr",
     "greedy_objective",
+    "greedy_teach",
     "linear_ce_objective",
     "linear_ce_objective_and_grad",
     "linear_lookahead",
     "lookahead",
     "normalize",
     "project_cap",
+    "random_teach",
     "sample_cap",
     "solve_cap",
 ]

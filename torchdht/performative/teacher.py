@@ -27,10 +27,8 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
-from ..functional.lookahead import linear_lookahead
-from ..functional.objective import linear_ce_objective, linear_ce_objective_and_grad
-from ..functional.solve import default_solve_lr, solve_cap
-from ..functional.sphere import angle, check_eps, normalize, sample_cap
+from ..functional.performative import TeachStep, greedy_teach, random_teach
+from ..functional.sphere import angle, check_eps
 
 __all__ = ["PerformativeTeacher"]
 
@@ -113,6 +111,12 @@ class PerformativeTeacher:
         seed: seed of the teacher's own ``torch.Generator`` for the random
             policy (default: None, a fresh non-deterministic seed). The global
             RNG is never used.
+        compile: run the greedy step through ``torch.compile(fullgraph=True,
+            dynamic=False)``; a dict is passed on as further ``torch.compile``
+            keyword arguments, e.g. ``{"mode": "reduce-overhead"}`` on CUDA
+            (default: False). It pays after a one-off compile of tens of
+            seconds; each new batch shape compiles again. See
+            ``benchmarks/RESULTS.md`` for what it saves.
         validate: check target values on the host even on CUDA, which costs a
             device sync (default: False: on CUDA, out-of-range labels are
             caught by ``torch._assert_async``).
@@ -149,6 +153,7 @@ class PerformativeTeacher:
         grad_scaler: Any | None = None,
         seed: int | None = None,
         validate: bool = False,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         if not isinstance(head, nn.Linear):
             raise HeadTypeError(
@@ -201,6 +206,14 @@ class PerformativeTeacher:
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         self.seed = int(seed) if seed is not None else int(torch.Generator().seed())
         self.validate = bool(validate)
+        if not isinstance(compile, (bool, dict)):
+            raise TypeError(f"compile must be a bool or a dict, got {type(compile).__name__}")
+        self.compile = compile is not False
+        self._greedy: Callable[..., TeachStep] = greedy_teach
+        if self.compile:
+            options = {"fullgraph": True, "dynamic": False}
+            options.update(compile if isinstance(compile, dict) else {})
+            self._greedy = torch.compile(greedy_teach, **options)
         self.enabled = True
         self.steps_taught = 0
         self._generator: torch.Generator | None = None
@@ -424,55 +437,38 @@ class PerformativeTeacher:
             else:  # one-hot once, not in every solver iteration
                 tgt = F.one_hot(targets.reshape(-1), self.head.out_features).to(work_dtype)
             zf = flat.to(work_dtype)
-            valid = torch.isfinite(zf).all(-1) & (zf.norm(dim=-1) > 0)
-            # Invalid rows get a harmless stand-in; they are masked out of the
-            # lookahead and overwritten with their original values below.
-            stand_in = torch.zeros_like(zf)
-            stand_in[:, 0] = 1.0
-            zs = torch.where(valid.unsqueeze(-1), zf, stand_in)
             weight = self.head.weight.detach().to(work_dtype)
             bias = None if self.head.bias is None else self.head.bias.detach().to(work_dtype)
             eta = self._eta()
-            if isinstance(eta, Tensor):
-                eta = eta.to(device=z.device, dtype=work_dtype)
-            la_lr = self.lookahead_lr if self.lookahead_lr is not None else eta
-            la = linear_lookahead(
-                zs,
-                tgt,
-                weight,
-                bias,
-                la_lr,
-                self.lookahead_steps,
+            if isinstance(eta, Tensor) or self.compile:
+                # A tensor, so a scheduler's new lr does not trigger a recompile.
+                eta = torch.as_tensor(eta, device=z.device, dtype=work_dtype)
+            common = dict(
+                eps=self.eps,
+                lookahead_steps=self.lookahead_steps,
+                lookahead_lr=self.lookahead_lr,
                 feature_grad=self.lookahead_encoder_grad,
-                mask=valid,
             )
-
-            def objective_and_grad(v: Tensor) -> tuple[Tensor, Tensor]:
-                return linear_ce_objective_and_grad(v, tgt, weight, bias, la.weight, la.bias, eta)
-
             if self.policy == "greedy":
-                res = solve_cap(
-                    objective_and_grad,
-                    zs,
-                    self.eps,
-                    self.solve_steps,
-                    self.solve_lr
-                    if self.solve_lr is not None
-                    else default_solve_lr(self.eps, self.solve_steps),
+                step = self._greedy(
+                    zf,
+                    tgt,
+                    weight,
+                    bias,
+                    eta,
+                    solve_steps=self.solve_steps,
+                    solve_lr=self.solve_lr,
+                    **common,
                 )
-                solved, before, after = res.z, res.before, res.after
             else:
-                radius = zs.norm(dim=-1, keepdim=True)
                 gen = self._rng(z.device)
-                solved = radius * sample_cap(normalize(zs), self.eps, generator=gen)
-                before = linear_ce_objective(zs, tgt, weight, bias, la.weight, la.bias, eta)
-                after = linear_ce_objective(solved, tgt, weight, bias, la.weight, la.bias, eta)
-            keep = valid.unsqueeze(-1)
-            z_tilde = torch.where(keep, solved.to(z.dtype), flat).reshape(z.shape)
+                step = random_teach(zf, tgt, weight, bias, eta, generator=gen, **common)
+            z_tilde = torch.where(step.valid.unsqueeze(-1), step.z.to(z.dtype), flat)
+            z_tilde = z_tilde.reshape(z.shape)
             extra = None
-            if la.feature_grad is not None:
-                extra = torch.where(keep, la.feature_grad, 0.0).to(z.dtype).reshape(z.shape)
-            self._record(zs, solved, before, after, valid, weight, bias, la, eta)
+            if step.lookahead.feature_grad is not None:
+                extra = step.lookahead.feature_grad.to(z.dtype).reshape(z.shape)
+            self._record(zf, step, weight, bias, eta)
         self.steps_taught += 1
         return _StraightThrough.apply(z, z_tilde, extra, self._extra_scale)
 
@@ -486,25 +482,18 @@ class PerformativeTeacher:
         return 1.0 if scale is None else scale.detach()
 
     def _record(
-        self,
-        zs: Tensor,
-        solved: Tensor,
-        before: Tensor,
-        after: Tensor,
-        valid: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        la: Any,
-        eta: Any,
+        self, zf: Tensor, step: TeachStep, weight: Tensor, bias: Tensor | None, eta: Any
     ) -> None:
-        m = valid.to(zs.dtype)
+        valid, la = step.valid, step.lookahead
+        m = valid.to(zf.dtype)
         count = m.sum().clamp_min(1.0)
-        moved = angle(solved, zs) * m
+        moved = torch.where(valid, angle(step.z, zf), 0.0)
         dist_sq = (weight - la.weight).pow(2).sum()
         if bias is not None:
+            assert la.bias is not None
             dist_sq = dist_sq + (bias - la.bias).pow(2).sum()
-        b_mean = (before * m).sum() / count
-        a_mean = (after * m).sum() / count
+        b_mean = step.before.sum() / count
+        a_mean = step.after.sum() / count
         self._stats = {
             "angle_mean": moved.sum() / count,
             "angle_max": moved.max() if moved.numel() else moved.sum(),

@@ -1,0 +1,174 @@
+"""One step of performative teaching (Algorithm 1, steps 3-6) as pure functions.
+
+:class:`~torchdht.PerformativeTeacher` is a thin hook around these: it casts
+the head's input and weights to the working dtype, calls one of them, and
+hands the result to the head with a straight-through gradient. They contain
+no host-device sync and no data-dependent Python branch, so
+``torch.compile(greedy_teach, fullgraph=True)`` traces them whole.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .lookahead import LinearLookahead, linear_lookahead
+from .objective import linear_ce_objective, linear_ce_objective_and_grad
+from .solve import solve_cap
+from .sphere import normalize, sample_cap
+
+__all__ = ["TeachStep", "greedy_teach", "random_teach"]
+
+
+class TeachStep(NamedTuple):
+    """Result of :func:`greedy_teach` and :func:`random_teach`."""
+
+    z: Tensor
+    """Features to train on, (N, D): moved rows where ``valid``, the input elsewhere."""
+    before: Tensor
+    """Per-row objective (eq. 9) at the input, (N,); 0 on invalid rows."""
+    after: Tensor
+    """Per-row objective at the returned features, (N,); 0 on invalid rows."""
+    valid: Tensor
+    """Boolean (N,): rows that were finite and non-zero, hence taught."""
+    lookahead: LinearLookahead
+    """``theta*`` and, when asked for, the lookahead losses' feature gradient
+    (zero on invalid rows)."""
+
+
+def _prepare(
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    lookahead_lr: float | Tensor,
+    lookahead_steps: int,
+    feature_grad: bool,
+) -> tuple[Tensor, Tensor, LinearLookahead]:
+    valid = torch.isfinite(z).all(-1) & (z.norm(dim=-1) > 0)
+    # Invalid rows get a harmless stand-in: masked out of the lookahead, and
+    # given back unchanged at the end.
+    stand_in = torch.zeros_like(z)
+    stand_in[:, 0] = 1.0
+    zs = torch.where(valid.unsqueeze(-1), z, stand_in)
+    la = linear_lookahead(
+        zs,
+        targets,
+        weight,
+        bias,
+        lookahead_lr,
+        lookahead_steps,
+        feature_grad=feature_grad,
+        mask=valid,
+    )
+    return zs, valid, la
+
+
+def _finish(
+    z: Tensor,
+    zs: Tensor,
+    solved: Tensor,
+    before: Tensor,
+    after: Tensor,
+    valid: Tensor,
+    la: LinearLookahead,
+) -> TeachStep:
+    keep = valid.unsqueeze(-1)
+    zero = before.new_zeros(())
+    return TeachStep(
+        torch.where(keep, solved, z),
+        torch.where(valid, before, zero),
+        torch.where(valid, after, zero),
+        valid,
+        la,
+    )
+
+
+def greedy_teach(
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    eta: float | Tensor,
+    *,
+    eps: float = 0.1,
+    lookahead_steps: int = 5,
+    lookahead_lr: float | Tensor | None = None,
+    solve_steps: int = 15,
+    solve_lr: float | None = None,
+    feature_grad: bool = False,
+) -> TeachStep:
+    """Lookahead ``theta*`` then solve eq. 9 in the cap around every row.
+
+    Args:
+        z: head inputs of shape (N, D); non-finite or zero rows are passed
+            through and take no part.
+        targets: class indices (N,) or soft targets (N, C).
+        weight: the head's ``W`` (C, D).
+        bias: the head's ``b`` (C,) or None.
+        eta: the learner's learning rate.
+        eps: chord radius of the cap, in (0, 2] (default: 0.1).
+        lookahead_steps: SGD steps estimating ``theta*`` (default: 5).
+        lookahead_lr: their step size (default: None, meaning ``eta``).
+        solve_steps: solver iterations (default: 15).
+        solve_lr: initial angular step (default: None, see
+            :func:`~torchdht.functional.default_solve_lr`).
+        feature_grad: also return the lookahead losses' gradient in ``z``.
+
+    Returns:
+        A :class:`TeachStep`.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> z = torch.randn(6, 4, generator=g).relu() + 0.1
+        >>> W = torch.randn(3, 4, generator=g)
+        >>> out = greedy_teach(z, torch.tensor([0, 1, 2, 0, 1, 2]), W, None, 0.5)
+        >>> bool((out.after <= out.before).all())
+        True
+    """
+    la_lr = eta if lookahead_lr is None else lookahead_lr
+    zs, valid, la = _prepare(z, targets, weight, bias, la_lr, lookahead_steps, feature_grad)
+
+    def objective_and_grad(v: Tensor) -> tuple[Tensor, Tensor]:
+        return linear_ce_objective_and_grad(v, targets, weight, bias, la.weight, la.bias, eta)
+
+    res = solve_cap(objective_and_grad, zs, eps, solve_steps, solve_lr)
+    return _finish(z, zs, res.z, res.before, res.after, valid, la)
+
+
+def random_teach(
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    eta: float | Tensor,
+    *,
+    eps: float = 0.1,
+    lookahead_steps: int = 5,
+    lookahead_lr: float | Tensor | None = None,
+    feature_grad: bool = False,
+    generator: torch.Generator | None = None,
+) -> TeachStep:
+    """The paper's random policy: a uniform draw from the same cap per row.
+
+    The lookahead still runs, for the objective figures in the result (and
+    for ``feature_grad``). Arguments as in :func:`greedy_teach`, plus the
+    random ``generator``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> z = torch.randn(6, 4, generator=g) + 0.1
+        >>> out = random_teach(z, torch.zeros(6, dtype=torch.long), torch.randn(2, 4), None, 0.1,
+        ...                    generator=g)
+        >>> torch.allclose(out.z.norm(dim=-1), z.norm(dim=-1))
+        True
+    """
+    la_lr = eta if lookahead_lr is None else lookahead_lr
+    zs, valid, la = _prepare(z, targets, weight, bias, la_lr, lookahead_steps, feature_grad)
+    radius = zs.norm(dim=-1, keepdim=True)
+    solved = radius * sample_cap(normalize(zs), eps, generator=generator)
+    before = linear_ce_objective(zs, targets, weight, bias, la.weight, la.bias, eta)
+    after = linear_ce_objective(solved, targets, weight, bias, la.weight, la.bias, eta)
+    return _finish(z, zs, solved, before, after, valid, la)
