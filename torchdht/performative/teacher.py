@@ -211,7 +211,7 @@ class PerformativeTeacher:
         self.compile = compile is not False
         self._greedy: Callable[..., TeachStep] = greedy_teach
         if self.compile:
-            options = {"fullgraph": True, "dynamic": False}
+            options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
             options.update(compile if isinstance(compile, dict) else {})
             self._greedy = torch.compile(greedy_teach, **options)
         self.enabled = True
