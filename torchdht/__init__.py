@@ -1,6 +1,6 @@
 """torchdht: data hallucination teaching for PyTorch training loops."""
 
-from . import functional
+from . import functional, models
 from .errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
 from .performative import PerformativeTeacher
 
@@ -13,4 +13,5 @@ __all__ = [
     "TargetsError",
     "TeacherError",
     "functional",
+    "models",
 ]
