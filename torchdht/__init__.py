@@ -3,6 +3,7 @@
 from . import functional, models
 from .errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
 from .performative import PerformativeTeacher
+from .sampler import TeachingSampler
 
 __version__ = "0.1.0"
 
@@ -12,6 +13,7 @@ __all__ = [
     "PerformativeTeacher",
     "TargetsError",
     "TeacherError",
+    "TeachingSampler",
     "functional",
     "models",
 ]
