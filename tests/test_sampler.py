@@ -523,7 +523,7 @@ def test_bad_model_head_and_eta():
     other = torch.optim.SGD(net.body.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="no param group holding head.weight"):
         TeachingSampler(ds, model=net, head=net.head, batch_size=4, optimizer=other)
-    with pytest.raises(ValueError, match="at most one of optimizer"):
+    with pytest.raises(ValueError, match="not both"):
         TeachingSampler(ds, model=net, head=net.head, batch_size=4, optimizer=other, lr=0.1)
     with pytest.raises(ValueError, match="objective_eta must be 'batch' or 'sample'"):
         TeachingSampler(ds, model=net, head=net.head, batch_size=4, lr=0.1, objective_eta="x")

@@ -465,7 +465,7 @@ def test_optimizer_and_lr_choice():
     with pytest.raises(ValueError, match="exactly one"):
         PerformativeTeacher(net.head)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="not both"):
         PerformativeTeacher(net.head, optimizer=opt, lr=0.1)
     with pytest.raises(ValueError, match="head.weight"):
         PerformativeTeacher(net.head, optimizer=torch.optim.SGD(net.body.parameters(), lr=0.1))

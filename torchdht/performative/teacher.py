@@ -17,7 +17,6 @@ BatchNorm statistics are exactly as without the teacher.
 
 from __future__ import annotations
 
-import math
 import weakref
 from typing import Any, Callable
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from .._checks import LearnerRate, check_positive
 from ..errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
 from ..functional.performative import TeachStep, greedy_teach, random_teach
 from ..functional.sphere import angle, check_eps
@@ -58,16 +58,6 @@ class _StraightThrough(torch.autograd.Function):
         if ctx.extra is not None:
             grad = grad_out + (ctx.extra * ctx.scale()).to(grad_out.dtype)
         return grad, None, None, None
-
-
-def _check_positive(value: Any, name: str, integer: bool = False) -> Any:
-    kind = "int" if integer else "float"
-    ok_types = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_types):
-        raise TypeError(f"{name} must be a positive {kind}, got {type(value).__name__}")
-    if not (value > 0) or (not integer and not math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive {kind}, got {value!r}")
-    return value
 
 
 class PerformativeTeacher:
@@ -166,35 +156,15 @@ class PerformativeTeacher:
                 "this head already has a PerformativeTeacher; call .remove() on it before "
                 "attaching another"
             )
-        if (optimizer is None) == (lr is None):
-            raise ValueError("give exactly one of optimizer= (eta read from it) and lr=")
-        self._group: int | None = None
-        if optimizer is not None:
-            if not isinstance(optimizer, torch.optim.Optimizer):
-                raise TypeError(
-                    f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-                )
-            for i, group in enumerate(optimizer.param_groups):
-                if any(p is head.weight for p in group["params"]):
-                    self._group = i
-                    break
-            else:
-                raise ValueError(
-                    "optimizer has no param group holding head.weight; pass the optimizer "
-                    "that trains the head, or lr="
-                )
-        elif not callable(lr):
-            _check_positive(lr, "lr")
+        self._rate = LearnerRate(optimizer, lr, head.weight, "head.weight")
         self.head = head
-        self.optimizer = optimizer
-        self.lr = lr
         self.eps = check_eps(eps)
-        self.lookahead_steps = _check_positive(lookahead_steps, "lookahead_steps", integer=True)
+        self.lookahead_steps = check_positive(lookahead_steps, "lookahead_steps", integer=True)
         self.lookahead_lr = (
-            None if lookahead_lr is None else _check_positive(lookahead_lr, "lookahead_lr")
+            None if lookahead_lr is None else check_positive(lookahead_lr, "lookahead_lr")
         )
-        self.solve_steps = _check_positive(solve_steps, "solve_steps", integer=True)
-        self.solve_lr = None if solve_lr is None else _check_positive(solve_lr, "solve_lr")
+        self.solve_steps = check_positive(solve_steps, "solve_steps", integer=True)
+        self.solve_lr = None if solve_lr is None else check_positive(solve_lr, "solve_lr")
         if policy not in _POLICIES:
             raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
         if lookahead_encoder_grad and policy == "none":
@@ -341,20 +311,6 @@ class PerformativeTeacher:
         )
 
     # ------------------------------------------------------------ internals
-    def _eta(self) -> float | Tensor:
-        if self.optimizer is not None:
-            assert self._group is not None
-            eta = self.optimizer.param_groups[self._group]["lr"]
-        elif callable(self.lr):
-            eta = self.lr()
-        else:
-            eta = self.lr
-        if isinstance(eta, Tensor):
-            return eta.detach()
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
-            raise ValueError(f"the learner's lr (eta) must be a non-negative float, got {eta!r}")
-        return float(eta)
-
     def _rng(self, device: torch.device) -> torch.Generator:
         if self._generator is not None and self._generator.device.type == device.type:
             return self._generator
@@ -439,7 +395,7 @@ class PerformativeTeacher:
             zf = flat.to(work_dtype)
             weight = self.head.weight.detach().to(work_dtype)
             bias = None if self.head.bias is None else self.head.bias.detach().to(work_dtype)
-            eta = self._eta()
+            eta = self._rate()
             if isinstance(eta, Tensor) or self.compile:
                 # A tensor, so a scheduler's new lr does not trigger a recompile.
                 eta = torch.as_tensor(eta, device=z.device, dtype=work_dtype)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import IterableDataset, Sampler, TensorDataset, default_collate
 
+from .._checks import LearnerRate, check_positive
 from ..errors import HeadTypeError, TargetsError
 from ..functional.lookahead import linear_lookahead
 from ..functional.objective import linear_ce_objective
@@ -55,14 +56,6 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
-
-
-def _check_positive_float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
-    if not (value > 0) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive float, got {value!r}")
-    return float(value)
 
 
 def _qualname(obj: Any) -> str:
@@ -326,13 +319,13 @@ class TeachingSampler(Sampler[list[int]]):
         self.lr = lr
         self.lookahead_steps = _check_int(lookahead_steps, "lookahead_steps", 1)
         self.lookahead_lr = (
-            None if lookahead_lr is None else _check_positive_float(lookahead_lr, "lookahead_lr")
+            None if lookahead_lr is None else float(check_positive(lookahead_lr, "lookahead_lr"))
         )
         if objective_eta not in ("batch", "sample"):
             raise ValueError(f"objective_eta must be 'batch' or 'sample', got {objective_eta!r}")
         self.objective_eta = objective_eta
         self.w_star: tuple[Tensor, Tensor | None] | None = None
-        self._group: int | None = None
+        self._rate: LearnerRate | None = None
         if score != "random":
             self._check_model_and_head(model, head)
             self._check_eta_source(optimizer, lr, required=score == "greedy")
@@ -367,8 +360,6 @@ class TeachingSampler(Sampler[list[int]]):
             )
 
     def _check_eta_source(self, optimizer: Any, lr: Any, required: bool) -> None:
-        if optimizer is not None and lr is not None:
-            raise ValueError("give at most one of optimizer= (eta read from it) and lr=")
         if optimizer is None and lr is None:
             if required:
                 raise ValueError(
@@ -377,23 +368,8 @@ class TeachingSampler(Sampler[list[int]]):
                     "or lr="
                 )
             return
-        if optimizer is not None:
-            if not isinstance(optimizer, torch.optim.Optimizer):
-                raise TypeError(
-                    f"optimizer must be a torch.optim.Optimizer, got {_qualname(optimizer)}"
-                )
-            assert self.head is not None
-            for i, group in enumerate(optimizer.param_groups):
-                if any(p is self.head.weight for p in group["params"]):
-                    self._group = i
-                    break
-            else:
-                raise ValueError(
-                    "optimizer has no param group holding head.weight; pass the optimizer "
-                    "that trains the head, or lr="
-                )
-        elif not callable(lr):
-            _check_positive_float(lr, "lr")
+        assert isinstance(self.head, nn.Linear)
+        self._rate = LearnerRate(optimizer, lr, self.head.weight, "head.weight")
 
     def _check_w_star(self, w_star: Any) -> tuple[Tensor, Tensor | None]:
         head = self.head
@@ -583,20 +559,6 @@ class TeachingSampler(Sampler[list[int]]):
         share = self._rank_indices(epoch, pass_)
         return share[k * self.pool_size : (k + 1) * self.pool_size]
 
-    def _eta(self) -> float | Tensor:
-        if self.optimizer is not None:
-            assert self._group is not None
-            eta = self.optimizer.param_groups[self._group]["lr"]
-        elif callable(self.lr):
-            eta = self.lr()
-        else:
-            eta = self.lr
-        if isinstance(eta, Tensor):
-            return eta.detach()
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
-            raise ValueError(f"the learner's lr (eta) must be a non-negative float, got {eta!r}")
-        return float(eta)
-
     def _split(self, batch: Any) -> tuple[Any, Tensor]:
         if not isinstance(batch, Sequence) or isinstance(batch, (str, bytes)) or len(batch) != 2:
             raise TypeError(
@@ -719,7 +681,8 @@ class TeachingSampler(Sampler[list[int]]):
                     loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
                 self._stats = {}
                 return -loss, loss
-            eta = self._eta()
+            assert self._rate is not None
+            eta = self._rate()
             if isinstance(eta, Tensor):
                 eta = eta.to(device=z.device, dtype=dtype)
             if self.w_star is not None:
