@@ -1,6 +1,6 @@
 """torchdht: data hallucination teaching for PyTorch training loops."""
 
-from . import functional, models
+from . import data, functional, linear, models
 from .errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
 from .performative import PerformativeTeacher
 from .sampler import TeachingSampler
@@ -14,6 +14,8 @@ __all__ = [
     "TargetsError",
     "TeacherError",
     "TeachingSampler",
+    "data",
     "functional",
+    "linear",
     "models",
 ]

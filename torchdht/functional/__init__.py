@@ -1,5 +1,16 @@
 """Pure tensor functions behind the teachers (no state, torch.func friendly)."""
 
+from .box import (
+    Box,
+    BoxSolveResult,
+    box_from_data,
+    check_box,
+    in_box,
+    project_box,
+    projected_adam,
+    sample_box,
+    solve_box,
+)
 from .lookahead import LinearLookahead, linear_lookahead, lookahead
 from .objective import (
     ce_logit_grad,
@@ -20,6 +31,15 @@ from .sphere import (
 )
 
 __all__ = [
+    "Box",
+    "BoxSolveResult",
+    "box_from_data",
+    "check_box",
+    "in_box",
+    "project_box",
+    "projected_adam",
+    "sample_box",
+    "solve_box",
     "LinearLookahead",
     "SolveResult",
     "TeachStep",

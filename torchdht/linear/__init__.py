@@ -1,0 +1,51 @@
+"""Linear learners (LSR, LR, softmax) and omniscient teachers (SGD, IMT, DHT, LAST, scaling).
+
+Functional style: learners are stateless objects with ``loss(w, x, y)``,
+``grad(w, x, y)`` and ``sgd_step(w, x, y, lr)``; teachers answer
+``propose(w) -> (x, y)``; :func:`run` drives the loop. See README.md here.
+"""
+
+from .learners import (
+    LR,
+    LSR,
+    LeastSquares,
+    LinearLearner,
+    Logistic,
+    Softmax,
+    fit_w_star,
+)
+from .runner import History, run
+from .teachers import (
+    DHTTeacher,
+    IMTTeacher,
+    LabelSynthesis,
+    ScalingTeacher,
+    SGDTeacher,
+    Teacher,
+    dht_solve,
+    imt_scores,
+    scaling_beta,
+    synthesize_label,
+)
+
+__all__ = [
+    "DHTTeacher",
+    "History",
+    "IMTTeacher",
+    "LR",
+    "LSR",
+    "LabelSynthesis",
+    "LeastSquares",
+    "LinearLearner",
+    "Logistic",
+    "SGDTeacher",
+    "ScalingTeacher",
+    "Softmax",
+    "Teacher",
+    "dht_solve",
+    "fit_w_star",
+    "imt_scores",
+    "run",
+    "scaling_beta",
+    "synthesize_label",
+]

@@ -1,0 +1,768 @@
+"""Linear learners as pure functions: least squares, logistic and softmax regression.
+
+Three learners, as in section 3.4 of the DHT paper, none with a bias (append a
+constant feature to get one):
+
+========= ===================================== ============ =================
+learner   loss of one example                   ``w``         labels ``y``
+========= ===================================== ============ =================
+``LSR``   ``0.5 * (<w, x> - y)^2``              (D,)         real; +-1 on
+                                                             classification
+``LR``    ``log(1 + exp(-y <w, x>))``           (D,)         -1 or +1 (data);
+                                                             any real (synthesised)
+Softmax   ``sum(y) logsumexp(W x) - <y, W x>``  (C, D)       class index in
+                                                             [0, C), or soft
+                                                             labels (C,) >= 0
+========= ===================================== ============ =================
+
+Every function is batched over examples: ``x`` has shape (N, D) (a single
+(D,) row is read as N = 1) and the result has a leading N. ``loss`` gives
+(N,), ``grad`` the per-example gradients (N, *w.shape) and ``sgd_step`` one
+SGD step on the mean loss of the batch (the teachers feed one example per
+step, N = 1). The greedy objective of eq. 4,
+
+    f(x, y) = lr^2 |grad l(x, y | w)|^2 - 2 lr <w - w*, grad l(x, y | w)>,
+
+which equals ``|w - lr grad - w*|^2 - |w - w*|^2``, is given in closed form
+together with its exact gradient in ``x`` and in ``y`` (no autograd). In those
+(``objective``, ``objective_and_grad``, ``label_objective_and_grad``) ``w``
+and ``w_star`` may also carry a leading N, one learner per example, which is
+what the batched DHT solve uses.
+
+All of them share one structure: the gradient of one example is ``a x^T``
+with ``a = d l / d logits`` (K = 1 logit for LSR and LR, C for softmax), so
+with ``h = (W - W*) x``, ``n = |x|^2`` and ``H = d a / d logits``::
+
+    f      = lr^2 |a|^2 n - 2 lr <a, h>
+    df/dx  = W^T H (2 lr^2 n a - 2 lr h) + 2 lr^2 |a|^2 x - 2 lr (W - W*)^T a
+    df/dy  = (d a / d y)^T (2 lr^2 n a - 2 lr h)
+
+Labels given as data (teachers' pools, test sets, :func:`fit_w_star`) are
+checked strictly with :meth:`LinearLearner.check_labels`: LR needs -1/+1,
+softmax needs class indices in range, LSR needs finite reals. ``loss`` and
+friends also accept the real-valued labels that label synthesis produces.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "LinearLearner",
+    "LeastSquares",
+    "Logistic",
+    "Softmax",
+    "LSR",
+    "LR",
+    "fit_w_star",
+    "check_lr",
+]
+
+
+def check_lr(lr: float, name: str = "lr") -> float:
+    """Return ``lr`` as a float after checking it is a finite number > 0.
+
+    Example:
+        >>> check_lr(1e-3)
+        0.001
+        >>> check_lr(0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: lr must be a finite number > 0, got 0.0
+    """
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise TypeError(f"{name} must be a float > 0, got {type(lr).__name__}")
+    lr = float(lr)
+    if not (math.isfinite(lr) and lr > 0.0):
+        raise ValueError(f"{name} must be a finite number > 0, got {lr!r}")
+    return lr
+
+
+def _check_x(x: Tensor, name: str = "x") -> Tensor:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor of shape (N, D) or (D,)")
+    if x.dim() == 1:
+        x = x.unsqueeze(0)
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, D) or (D,), got {tuple(x.shape)}")
+    return x
+
+
+def _softmax(z: Tensor) -> Tensor:
+    # Written out: on small tensors torch.softmax can pay a multi-thread barrier (milliseconds
+    # on a busy machine), which dominates the iterative solvers' many tiny steps.
+    e = (z - z.amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+class LinearLearner:
+    """Base class of the linear learners; the instances hold no state but the class count.
+
+    Subclasses define the loss through its logits: ``_loss``, ``_dlogits``
+    (``a``), ``_hvp`` (``H v``) and ``_label_vjp`` (``(da/dy)^T v``); the rest
+    (shapes, checks, the greedy objective and its gradients) lives here.
+    """
+
+    name: str = "linear"
+    """Short name used in tables and error messages."""
+    num_outputs: int = 1
+    """Number of logits K (1 for LSR and LR)."""
+
+    # ----------------------------------------------------------------- shapes
+    def weight_shape(self, dim: int) -> tuple[int, ...]:
+        """Shape of ``w`` for ``dim`` input features.
+
+        Example:
+            >>> LR.weight_shape(3), Softmax(4).weight_shape(3)
+            ((3,), (4, 3))
+        """
+        return (dim,)
+
+    def init(
+        self,
+        dim: int,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """Xavier-uniform initial weights, ``U(-b, b)`` with ``b = sqrt(6 / (D + K))``.
+
+        Example:
+            >>> LR.init(5, torch.Generator().manual_seed(0)).shape
+            torch.Size([5])
+        """
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+        bound = math.sqrt(6.0 / (dim + self.num_outputs))
+        u = torch.rand(self.weight_shape(dim), generator=generator, dtype=dtype)
+        return (2.0 * u - 1.0) * bound
+
+    def _matrix(self, w: Tensor) -> Tensor:
+        """``w`` as (K, D) or, batched, (N, K, D)."""
+        return w.unsqueeze(-2)
+
+    def _check_w(self, w: Tensor, n: int | None, dim: int, name: str = "w") -> Tensor:
+        if not isinstance(w, Tensor) or not w.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor")
+        base = self.weight_shape(dim)
+        if tuple(w.shape) == base:
+            return self._matrix(w)
+        if n is not None and tuple(w.shape) == (n, *base):
+            return self._matrix(w)
+        expect = f"{base}" + (f" or {(n, *base)}" if n is not None else "")
+        raise ValueError(
+            f"{name} has shape {tuple(w.shape)} but x has D={dim} features; the {self.name} "
+            f"learner expects {name} of shape {expect}"
+        )
+
+    def _logits(self, wm: Tensor, x: Tensor) -> Tensor:
+        if wm.dim() == 2:
+            return x @ wm.T
+        return torch.einsum("nkd,nd->nk", wm, x)
+
+    @staticmethod
+    def _wt(wm: Tensor, u: Tensor) -> Tensor:
+        """``W^T u`` per example: (N, K) -> (N, D)."""
+        if wm.dim() == 2:
+            return u @ wm
+        return torch.einsum("nk,nkd->nd", u, wm)
+
+    # ----------------------------------------------------------------- labels
+    def check_labels(self, y: Tensor, n: int | None = None, name: str = "y") -> Tensor:
+        """Check data labels strictly and return them; subclasses say what is allowed.
+
+        Example:
+            >>> LR.check_labels(torch.tensor([1.0, -1.0]))
+            tensor([ 1., -1.])
+        """
+        raise NotImplementedError
+
+    def _check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
+        """Lenient check used by ``loss`` & co.: shape, finiteness, and the label set."""
+        raise NotImplementedError
+
+    def targets(self, classes: Tensor) -> Tensor:
+        """Labels in this learner's label set from binary class indices 0/1 (or C classes).
+
+        Example:
+            >>> LR.targets(torch.tensor([0, 1]))
+            tensor([-1.,  1.])
+        """
+        classes = torch.as_tensor(classes)
+        if classes.is_floating_point() or classes.dim() != 1:
+            raise TypeError("classes must be an integer tensor of shape (N,)")
+        if classes.numel() and not bool(((classes == 0) | (classes == 1)).all()):
+            raise ValueError(f"classes must be 0 or 1 for the {self.name} learner")
+        return classes.to(torch.get_default_dtype()) * 2.0 - 1.0
+
+    def sample_labels(
+        self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """``n`` labels drawn uniformly from the (hard) label set.
+
+        Example:
+            >>> LR.sample_labels(4, torch.Generator().manual_seed(0)).abs().tolist()
+            [1.0, 1.0, 1.0, 1.0]
+        """
+        return torch.randint(0, 2, (n,), generator=generator).to(dtype) * 2.0 - 1.0
+
+    def project_label(self, y: Tensor, norm: float) -> Tensor:
+        """Project labels onto the label-synthesis set (``|y| <= norm`` for scalar labels).
+
+        Example:
+            >>> LR.project_label(torch.tensor([3.0, -0.5]), 2.0)
+            tensor([ 2.0000, -0.5000])
+        """
+        return y.clamp(-norm, norm)
+
+    def _target(self, y: Tensor, dtype: torch.dtype) -> Tensor:
+        """Labels as (N, K) float."""
+        return y.to(dtype).unsqueeze(-1)
+
+    # ----------------------------------------------------------- the learner
+    def _prep(self, w: Tensor, x: Tensor, y: Tensor, batched_w: bool) -> tuple[Tensor, ...]:
+        x = _check_x(x)
+        n, d = x.shape
+        wm = self._check_w(w, n if batched_w else None, d)
+        if wm.dtype != x.dtype:
+            raise TypeError(f"w ({wm.dtype}) and x ({x.dtype}) must have the same dtype")
+        y = self._check_y(y, n)
+        return wm, x, self._target(y, x.dtype)
+
+    def _loss(self, logits: Tensor, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _dlogits(self, logits: Tensor, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def logits(self, w: Tensor, x: Tensor) -> Tensor:
+        """The logits ``W x``, shape (N, K) (K = 1 for LSR and LR).
+
+        Example:
+            >>> LR.logits(torch.tensor([1.0, 2.0]), torch.tensor([[1.0, 1.0]]))
+            tensor([[3.]])
+        """
+        x = _check_x(x)
+        return self._logits(self._check_w(w, x.shape[0], x.shape[1]), x)
+
+    def loss(self, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """Per-example loss, shape (N,).
+
+        Args:
+            w: weights (see the table in the module docstring).
+            x: inputs of shape (N, D) or (D,).
+            y: labels of shape (N,) (softmax: (N,) indices or (N, C) soft labels).
+
+        Example:
+            >>> LR.loss(torch.zeros(2), torch.ones(1, 2), torch.tensor([1.0]))
+            tensor([0.6931])
+        """
+        wm, x, t = self._prep(w, x, y, batched_w=False)
+        return self._loss(self._logits(wm, x), t)
+
+    def grad(self, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """Per-example gradient of the loss with respect to ``w``, shape (N, *w.shape).
+
+        Example:
+            >>> LSR.grad(torch.zeros(2), torch.tensor([[1.0, 2.0]]), torch.tensor([1.0]))
+            tensor([[-1., -2.]])
+        """
+        wm, x, t = self._prep(w, x, y, batched_w=False)
+        a = self._dlogits(self._logits(wm, x), t)
+        g = a.unsqueeze(-1) * x.unsqueeze(-2)
+        return g.reshape(x.shape[0], *w.shape)
+
+    def sgd_step(self, w: Tensor, x: Tensor, y: Tensor, lr: float) -> Tensor:
+        """One SGD step on the mean loss of the batch: ``w - lr * mean_j grad_j``.
+
+        Example:
+            >>> LSR.sgd_step(torch.zeros(2), torch.tensor([[1.0, 2.0]]), torch.tensor([1.0]), 0.1)
+            tensor([0.1000, 0.2000])
+        """
+        lr = check_lr(lr)
+        return w - lr * self.grad(w, x, y).mean(0)
+
+    def predict(self, w: Tensor, x: Tensor) -> Tensor:
+        """Predicted labels: the sign (+1 for a zero logit) for LSR and LR.
+
+        Example:
+            >>> LR.predict(torch.tensor([1.0, -1.0]), torch.tensor([[2.0, 1.0], [0.0, 1.0]]))
+            tensor([ 1., -1.])
+        """
+        z = self.logits(w, x).squeeze(-1)
+        return torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
+
+    def accuracy(self, w: Tensor, x: Tensor, y: Tensor) -> float:
+        """Fraction of examples whose predicted label equals ``y`` (hard labels).
+
+        Example:
+            >>> LR.accuracy(torch.tensor([1.0, 0.0]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]),
+            ...             torch.tensor([1.0, -1.0]))
+            0.5
+        """
+        x = _check_x(x)
+        y = self.check_labels(y, x.shape[0])
+        pred = self.predict(w, x)
+        return float((pred == y.to(pred.dtype)).double().mean())
+
+    # -------------------------------------------------- the greedy objective
+    def objective(
+        self, w: Tensor, w_star: Tensor, x: Tensor, y: Tensor, lr: float
+    ) -> Tensor:
+        """The greedy teaching objective of eq. 4 per example, shape (N,).
+
+        ``lr^2 |grad|^2 - 2 lr <w - w*, grad>``: how much one SGD step on
+        that single example changes ``|w - w*|^2`` (negative is closer).
+
+        Args:
+            w: weights, shape ``weight_shape(D)`` or (N, *weight_shape(D)).
+            w_star: the target, same shape as ``w``.
+            x: candidate inputs (N, D).
+            y: their labels (N,) or, for softmax soft labels, (N, C).
+            lr: the learner's learning rate.
+
+        Example:
+            >>> w, ws = torch.zeros(2), torch.ones(2)
+            >>> x, y = torch.tensor([[1.0, 0.0]]), torch.tensor([1.0])
+            >>> f = LSR.objective(w, ws, x, y, 0.1)
+            >>> step = LSR.sgd_step(w, x, y, 0.1)
+            >>> bool(torch.isclose(f, (step - ws).pow(2).sum() - (w - ws).pow(2).sum()))
+            True
+        """
+        return self.objective_and_grad(w, w_star, x, y, lr, with_grad=False)[0]
+
+    def objective_and_grad(
+        self,
+        w: Tensor,
+        w_star: Tensor,
+        x: Tensor,
+        y: Tensor,
+        lr: float,
+        with_grad: bool = True,
+    ) -> tuple[Tensor, Tensor]:
+        """Eq. 4 and its exact gradient with respect to ``x``: ``(f (N,), df/dx (N, D))``.
+
+        Example:
+            >>> f, g = LR.objective_and_grad(torch.zeros(3), torch.ones(3), torch.ones(2, 3),
+            ...                              torch.tensor([1.0, -1.0]), 0.1)
+            >>> f.shape, g.shape
+            (torch.Size([2]), torch.Size([2, 3]))
+        """
+        lr = check_lr(lr)
+        wm, x, t = self._prep(w, x, y, batched_w=True)
+        dm = wm - self._check_w(w_star, x.shape[0], x.shape[1], name="w_star")
+        logits = self._logits(wm, x)
+        a = self._dlogits(logits, t)
+        h = self._logits(dm, x)
+        n = x.pow(2).sum(-1)
+        a_sq = a.pow(2).sum(-1)
+        f = lr * lr * a_sq * n - 2.0 * lr * (a * h).sum(-1)
+        if not with_grad:
+            return f, torch.empty(0)
+        v = (2.0 * lr * lr) * n.unsqueeze(-1) * a - (2.0 * lr) * h
+        dx = (
+            self._wt(wm, self._hvp(logits, t, v))
+            + (2.0 * lr * lr) * a_sq.unsqueeze(-1) * x
+            - (2.0 * lr) * self._wt(dm, a)
+        )
+        return f, dx
+
+    def label_objective_and_grad(
+        self, w: Tensor, w_star: Tensor, x: Tensor, y: Tensor, lr: float
+    ) -> tuple[Tensor, Tensor]:
+        """Eq. 4 and its exact gradient with respect to the label ``y`` (x fixed).
+
+        ``y`` is real-valued here: (N,) for LSR/LR, (N, C) soft labels for
+        softmax. Returns ``(f (N,), df/dy)`` with ``df/dy`` shaped like ``y``.
+
+        Example:
+            >>> f, gy = LR.label_objective_and_grad(torch.zeros(2), torch.ones(2),
+            ...                                     torch.ones(3, 2), torch.zeros(3), 0.1)
+            >>> gy.shape
+            torch.Size([3])
+        """
+        lr = check_lr(lr)
+        wm, x, t = self._prep(w, x, y, batched_w=True)
+        dm = wm - self._check_w(w_star, x.shape[0], x.shape[1], name="w_star")
+        return self._label_fg(wm, dm, x, t, lr)
+
+    def _label_fg(
+        self, wm: Tensor, dm: Tensor, x: Tensor, t: Tensor, lr: float
+    ) -> tuple[Tensor, Tensor]:
+        """Unchecked core of :meth:`label_objective_and_grad` (``t`` as (N, K) floats)."""
+        logits = self._logits(wm, x)
+        a = self._dlogits(logits, t)
+        h = self._logits(dm, x)
+        n = x.pow(2).sum(-1)
+        f = lr * lr * a.pow(2).sum(-1) * n - 2.0 * lr * (a * h).sum(-1)
+        v = (2.0 * lr * lr) * n.unsqueeze(-1) * a - (2.0 * lr) * h
+        return f, self._label_vjp(logits, t, v)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class _ScalarLabels(LinearLearner):
+    """Shared label handling of LSR and LR: one real label per example."""
+
+    def _check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
+        if not isinstance(y, Tensor):
+            raise TypeError(f"{name} must be a tensor of shape ({n},)")
+        if y.dim() == 0:
+            y = y.reshape(1)
+        if tuple(y.shape) != (n,):
+            raise ValueError(
+                f"{name} must have shape ({n},) (one scalar label per row of x), got "
+                f"{tuple(y.shape)}"
+            )
+        if y.is_floating_point():
+            if not bool(torch.isfinite(y).all()):
+                raise ValueError(f"{name} contains NaN or inf")
+        elif self.name == "LR" and not bool(((y == 1) | (y == -1)).all()):
+            raise ValueError(
+                f"{name}: integer labels for the LR learner must be -1 or +1 "
+                "(convert 0/1 class indices with learner.targets(classes))"
+            )
+        return y
+
+
+class LeastSquares(_ScalarLabels):
+    """Least-squares regression, ``l = 0.5 (<w, x> - y)^2``; on classification data y = +-1.
+
+    Example:
+        >>> LSR.loss(torch.tensor([1.0, 0.0]), torch.tensor([[2.0, 5.0]]), torch.tensor([1.0]))
+        tensor([0.5000])
+    """
+
+    name = "LSR"
+
+    def check_labels(self, y: Tensor, n: int | None = None, name: str = "y") -> Tensor:
+        """Finite real labels of shape (N,).
+
+        Example:
+            >>> LSR.check_labels(torch.tensor([0.5, float("nan")]))
+            Traceback (most recent call last):
+            ...
+            ValueError: y contains NaN or inf
+        """
+        if not isinstance(y, Tensor) or not y.is_floating_point() or y.dim() != 1:
+            raise TypeError(f"{name} must be a floating-point tensor of shape (N,) for LSR")
+        return self._check_y(y, y.shape[0] if n is None else n, name)
+
+    def _loss(self, logits: Tensor, t: Tensor) -> Tensor:
+        return 0.5 * (logits - t).pow(2).sum(-1)
+
+    def _dlogits(self, logits: Tensor, t: Tensor) -> Tensor:
+        return logits - t
+
+    def _hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        return v
+
+    def _label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        return -v.squeeze(-1)
+
+
+class Logistic(_ScalarLabels):
+    """Binary logistic regression, ``l = log(1 + exp(-y <w, x>))`` with labels +-1.
+
+    Example:
+        >>> LR.grad(torch.zeros(2), torch.tensor([[1.0, 2.0]]), torch.tensor([-1.0]))
+        tensor([[0.5000, 1.0000]])
+    """
+
+    name = "LR"
+
+    def check_labels(self, y: Tensor, n: int | None = None, name: str = "y") -> Tensor:
+        """Labels of shape (N,) with every value -1 or +1.
+
+        Example:
+            >>> LR.check_labels(torch.tensor([0.0, 1.0]))  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: y: labels for the LR learner must be -1 or +1, found [0.0]; ...
+        """
+        if not isinstance(y, Tensor) or y.dim() != 1:
+            raise TypeError(f"{name} must be a tensor of shape (N,) with values -1 or +1")
+        y = self._check_y(y, y.shape[0] if n is None else n, name)
+        bad = y[(y != 1) & (y != -1)]
+        if bad.numel():
+            raise ValueError(
+                f"{name}: labels for the LR learner must be -1 or +1, found "
+                f"{sorted(set(bad.tolist()))[:5]}; convert 0/1 class indices with "
+                "learner.targets(classes)"
+            )
+        return y
+
+    def _loss(self, logits: Tensor, t: Tensor) -> Tensor:
+        return F.softplus(-t * logits).sum(-1)
+
+    def _dlogits(self, logits: Tensor, t: Tensor) -> Tensor:
+        return -t * torch.sigmoid(-t * logits)
+
+    def _hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        s = torch.sigmoid(-t * logits)
+        return t * t * s * (1.0 - s) * v
+
+    def _label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        s = torch.sigmoid(-t * logits)
+        da_dy = -s + t * logits * s * (1.0 - s)
+        return (da_dy * v).squeeze(-1)
+
+
+class Softmax(LinearLearner):
+    """Multiclass softmax regression without bias: ``W`` (C, D), cross-entropy loss.
+
+    Labels are class indices (N,) in ``[0, C)`` or soft labels (N, C) >= 0;
+    for soft labels the loss is ``sum(y) logsumexp(W x) - <y, W x>`` (the
+    cross-entropy against unnormalised targets, as label synthesis needs).
+
+    Args:
+        num_classes: C >= 2.
+
+    Example:
+        >>> sm = Softmax(3)
+        >>> sm.loss(torch.zeros(3, 2), torch.ones(1, 2), torch.tensor([2]))
+        tensor([1.0986])
+    """
+
+    name = "softmax"
+
+    def __init__(self, num_classes: int = 2) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        self.num_outputs = num_classes
+
+    def __repr__(self) -> str:
+        return f"Softmax(num_classes={self.num_outputs})"
+
+    def weight_shape(self, dim: int) -> tuple[int, ...]:
+        return (self.num_outputs, dim)
+
+    def _matrix(self, w: Tensor) -> Tensor:
+        return w
+
+    def targets(self, classes: Tensor) -> Tensor:
+        """Class indices, checked to lie in ``[0, C)``.
+
+        Example:
+            >>> Softmax(2).targets(torch.tensor([0, 1]))
+            tensor([0, 1])
+        """
+        return self.check_labels(torch.as_tensor(classes), name="classes")
+
+    def sample_labels(
+        self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """``n`` class indices drawn uniformly from ``[0, C)`` (``dtype`` is ignored).
+
+        Example:
+            >>> Softmax(3).sample_labels(2, torch.Generator().manual_seed(0)).dtype
+            torch.int64
+        """
+        return torch.randint(0, self.num_outputs, (n,), generator=generator)
+
+    def project_label(self, y: Tensor, norm: float) -> Tensor:
+        """Project soft labels onto ``{y >= 0, |y|_2 <= norm}`` (clamp, then shrink).
+
+        That is the exact Euclidean projection onto the intersection of the
+        orthant and the ball.
+
+        Example:
+            >>> Softmax(2).project_label(torch.tensor([[3.0, -1.0]]), 2.0)
+            tensor([[2., 0.]])
+        """
+        y = y.clamp_min(0.0)
+        scale = (norm / y.norm(dim=-1, keepdim=True).clamp_min(1e-30)).clamp(max=1.0)
+        return y * scale
+
+    def check_labels(self, y: Tensor, n: int | None = None, name: str = "y") -> Tensor:
+        """Class indices (N,) in ``[0, C)`` or soft labels (N, C), finite and >= 0.
+
+        Example:
+            >>> Softmax(2).check_labels(torch.tensor([0, 2]))
+            Traceback (most recent call last):
+            ...
+            ValueError: y: class indices for the softmax learner must lie in [0, 2), found [2]
+        """
+        if not isinstance(y, Tensor) or y.dim() not in (1, 2):
+            raise TypeError(f"{name} must be class indices (N,) or soft labels (N, C)")
+        return self._check_y(y, y.shape[0] if n is None else n, name)
+
+    def _check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
+        c = self.num_outputs
+        if not isinstance(y, Tensor):
+            raise TypeError(f"{name} must be a tensor")
+        if y.is_floating_point():
+            if tuple(y.shape) != (n, c):
+                raise ValueError(
+                    f"{name}: soft labels for the softmax learner must have shape ({n}, {c}), "
+                    f"got {tuple(y.shape)}"
+                )
+            if not bool(torch.isfinite(y).all()):
+                raise ValueError(f"{name} contains NaN or inf")
+            if bool((y < 0).any()):
+                raise ValueError(f"{name}: soft labels must be >= 0")
+            return y
+        if y.dtype == torch.bool or tuple(y.shape) != (n,):
+            raise ValueError(
+                f"{name}: class indices must be an integer tensor of shape ({n},), got "
+                f"{y.dtype} {tuple(y.shape)}"
+            )
+        bad = y[(y < 0) | (y >= c)]
+        if bad.numel():
+            raise ValueError(
+                f"{name}: class indices for the softmax learner must lie in [0, {c}), found "
+                f"{sorted(set(bad.tolist()))[:5]}"
+            )
+        return y
+
+    def _target(self, y: Tensor, dtype: torch.dtype) -> Tensor:
+        if y.is_floating_point():
+            return y.to(dtype)
+        return F.one_hot(y, self.num_outputs).to(dtype)
+
+    def _loss(self, logits: Tensor, t: Tensor) -> Tensor:
+        return t.sum(-1) * torch.logsumexp(logits, -1) - (t * logits).sum(-1)
+
+    def _dlogits(self, logits: Tensor, t: Tensor) -> Tensor:
+        return _softmax(logits) * t.sum(-1, keepdim=True) - t
+
+    def _hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        p = _softmax(logits)
+        return t.sum(-1, keepdim=True) * (p * v - p * (p * v).sum(-1, keepdim=True))
+
+    def _label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        p = _softmax(logits)
+        return (p * v).sum(-1, keepdim=True) - v
+
+    def predict(self, w: Tensor, x: Tensor) -> Tensor:
+        """Predicted class indices (argmax of the logits).
+
+        Example:
+            >>> Softmax(2).predict(torch.tensor([[1.0], [-1.0]]), torch.tensor([[2.0], [-2.0]]))
+            tensor([0, 1])
+        """
+        return self.logits(w, x).argmax(-1)
+
+    def accuracy(self, w: Tensor, x: Tensor, y: Tensor) -> float:
+        """Fraction of examples whose argmax equals the class index (or soft label's argmax).
+
+        Example:
+            >>> Softmax(2).accuracy(torch.eye(2), torch.eye(2), torch.tensor([0, 0]))
+            0.5
+        """
+        x = _check_x(x)
+        y = self.check_labels(y, x.shape[0])
+        if y.is_floating_point():
+            y = y.argmax(-1)
+        return float((self.predict(w, x) == y).double().mean())
+
+
+LSR = LeastSquares()
+"""The least-squares regression learner."""
+LR = Logistic()
+"""The binary logistic regression learner (labels -1/+1)."""
+
+
+def fit_w_star(
+    learner: LinearLearner,
+    x: Tensor,
+    y: Tensor,
+    l2: float = 1e-3,
+    w0: Tensor | None = None,
+    max_iter: int = 100,
+) -> Tensor:
+    """The teaching target: the learner trained to convergence on ``(x, y)``.
+
+    Minimises ``mean_j loss(w; x_j, y_j) + (l2 / 2) |w|^2`` by damped Newton
+    steps (exact Hessian, which is tiny: (K D)^2; Armijo backtracking) in
+    float64, from ``w0``, until the gradient vanishes to rounding. With
+    ``l2 > 0`` the problem is strictly convex, so the result is the unique
+    minimiser and does not depend on ``w0``: this is our stopping rule for
+    data on which unregularised logistic regression would grow its weights
+    without bound (with ``l2 = 0`` on separable data it stops at ``max_iter``).
+
+    Args:
+        learner: the learner.
+        x: training inputs (N, D), finite, N >= 1.
+        y: training labels, checked with ``learner.check_labels``.
+        l2: the L2 coefficient (default: 1e-3); 0 gives plain ERM.
+        w0: initial weights (default: zeros).
+        max_iter: Newton iterations at most (default: 100).
+
+    Returns:
+        ``w*`` with the dtype of ``x``.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> y = x @ torch.tensor([2.0, -1.0])
+        >>> fit_w_star(LSR, x, y, l2=0.0)
+        tensor([ 2., -1.])
+    """
+    if not isinstance(learner, LinearLearner):
+        raise TypeError(f"learner must be a LinearLearner, got {type(learner).__name__}")
+    x = _check_x(x)
+    if x.shape[0] == 0:
+        raise ValueError("x is empty: fitting w* needs at least one example")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf")
+    y = learner.check_labels(y, x.shape[0])
+    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not (l2 >= 0):
+        raise ValueError(f"l2 must be a number >= 0, got {l2!r}")
+    shape = learner.weight_shape(x.shape[1])
+    x64 = x.double()
+    y64 = y.double() if y.is_floating_point() else y
+    t64 = learner._target(y64, torch.float64)
+    if w0 is None:
+        flat = torch.zeros(shape, dtype=torch.float64).flatten()
+    else:
+        learner._check_w(w0, None, x.shape[1], name="w0")
+        flat = w0.detach().double().flatten().clone()
+    k = learner.num_outputs
+    eye_k = torch.eye(k, dtype=torch.float64)
+    n = x64.shape[0]
+
+    def value(v: Tensor) -> float:
+        wm = learner._matrix(v.reshape(shape))
+        return float(learner._loss(learner._logits(wm, x64), t64).mean() + 0.5 * l2 * v.dot(v))
+
+    def grad_hess(v: Tensor) -> tuple[Tensor, Tensor]:
+        wm = learner._matrix(v.reshape(shape))
+        logits = learner._logits(wm, x64)
+        a = learner._dlogits(logits, t64)
+        g = (a.unsqueeze(-1) * x64.unsqueeze(-2)).mean(0).flatten() + l2 * v
+        hl = torch.stack(
+            [learner._hvp(logits, t64, eye_k[i].expand_as(logits)) for i in range(k)], -1
+        )
+        hess = torch.einsum("nab,nd,ne->adbe", hl, x64, x64).reshape(v.numel(), v.numel())
+        return g, hess / n + l2 * torch.eye(v.numel(), dtype=torch.float64)
+
+    f = value(flat)
+    for _ in range(max_iter):
+        g, hess = grad_hess(flat)
+        if float(g.abs().max()) <= 1e-13 * max(1.0, abs(f)):
+            break
+        step = torch.linalg.lstsq(hess, g.unsqueeze(-1)).solution.squeeze(-1)
+        slope = float(g.dot(step))
+        if not slope > 0:  # not a descent direction (singular Hessian): fall back to -g
+            step, slope = g, float(g.dot(g))
+        t = 1.0
+        cand = flat - step
+        f_new = value(cand)
+        while f_new > f - 1e-4 * t * slope and t > 1e-10:
+            t *= 0.5
+            cand = flat - t * step
+            f_new = value(cand)
+        if not f_new < f:  # no progress left at this precision
+            break
+        flat, f = cand, f_new
+    return flat.reshape(shape).to(x.dtype)
