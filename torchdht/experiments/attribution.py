@@ -720,8 +720,8 @@ def _plot(path: Path, mnist: list[dict], cifar: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     panels = (1 if mnist else 0) * 2 + (1 if cifar else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 5.2), squeeze=False)
-    axes = list(axes[0])
+    fig, grid = plt.subplots(1, panels, figsize=(6.2 * panels, 5.2), squeeze=False)
+    axes = list(grid[0])
     key = ("sgd", "sgd-lr-x6", "sgd-enc-x6", "random", "random-released", "dht", "dht-released")
     if mnist:
         ax = axes.pop(0)

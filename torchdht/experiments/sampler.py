@@ -308,8 +308,10 @@ def run(
                 t0 = time.perf_counter()
                 torch.manual_seed(seed)
                 mlp = _mlp()
+                head = mlp[-1]
+                assert isinstance(head, nn.Linear)
                 r = _train_one(
-                    method, seed, mlp, mlp[-1], iterations=iterations, lr=lr,
+                    method, seed, mlp, head, iterations=iterations, lr=lr,
                     weight_decay=weight_decay, eval_every=eval_every, **common,
                 )  # fmt: skip
                 r["learner"] = "mlp"
@@ -371,18 +373,20 @@ def run(
                 "wall_s": statistics.mean([r["curve"][-1][1] for r in mine]),
             }
         )
-        lin = [r for r in lin_runs if r["method"] == method]
-        if lin:
-            half = len(lin[0]["curve"]) // 2
+        lin_rs = [r for r in lin_runs if r["method"] == method]
+        if lin_rs:
+            half = len(lin_rs[0]["curve"]) // 2
             linear_rows.append(
                 {
                     "method": method,
-                    "dist_start": _mean_sd([r["curve"][0][3] for r in lin], 3),
-                    "dist_half": _mean_sd([r["curve"][half][3] for r in lin], 3),
-                    "dist_end": _mean_sd([r["curve"][-1][3] for r in lin], 3),
-                    "acc_end": _mean_sd([r["curve"][-1][2] for r in lin]),
-                    "ms_per_step": statistics.mean([r["sample_ms"] + r["train_ms"] for r in lin]),
-                    "half_iteration": lin[0]["curve"][half][0],
+                    "dist_start": _mean_sd([r["curve"][0][3] for r in lin_rs], 3),
+                    "dist_half": _mean_sd([r["curve"][half][3] for r in lin_rs], 3),
+                    "dist_end": _mean_sd([r["curve"][-1][3] for r in lin_rs], 3),
+                    "acc_end": _mean_sd([r["curve"][-1][2] for r in lin_rs]),
+                    "ms_per_step": statistics.mean(
+                        [r["sample_ms"] + r["train_ms"] for r in lin_rs]
+                    ),
+                    "half_iteration": lin_rs[0]["curve"][half][0],
                 }
             )
     _write(Path(out), runs, rows, linear_rows, methods, budget, plot)
@@ -411,14 +415,14 @@ def _write(
                      "" if math.isnan(dist) else f"{dist:.5f}"]
                 )  # fmt: skip
     with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["learner", *rows[0]])
-        w.writeheader()
-        w.writerows({"learner": "mlp", **r} for r in rows)
+        dw = csv.DictWriter(f, fieldnames=["learner", *rows[0]])
+        dw.writeheader()
+        dw.writerows({"learner": "mlp", **r} for r in rows)
     if linear_rows:
         with open(out / "summary_linear.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(linear_rows[0]))
-            w.writeheader()
-            w.writerows(linear_rows)
+            dw = csv.DictWriter(f, fieldnames=list(linear_rows[0]))
+            dw.writeheader()
+            dw.writerows(linear_rows)
     if not plot:
         return
     import matplotlib

@@ -20,7 +20,7 @@ ARCHITECTURES = ("mlp", *CNN_DEPTHS)
 """Names accepted by :func:`build_model`."""
 
 
-def build_model(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+def build_model(name: str, num_classes: int = 10, in_channels: int = 3) -> MLP | CNN:
     """Build one of the paper's learners by name.
 
     Args:
