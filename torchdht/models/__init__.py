@@ -8,8 +8,6 @@ Every model exposes its final ``nn.Linear`` as ``model.head`` (where a
 
 from __future__ import annotations
 
-from torch import nn
-
 from .cnn import CNN, CNN_DEPTHS, cnn3, cnn6, cnn9, cnn15
 from .mlp import MLP
 
