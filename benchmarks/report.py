@@ -24,15 +24,17 @@ def main(path: str) -> None:
     print(f"device: {device}; cpu: {machine.get('cpu', {}).get('brand_raw', '?')}")
     print(f"date: {data.get('datetime', '?')}")
     print()
-    policies = ["off", "none", "random", "greedy", "greedy-released"]
-    print("| case | " + " | ".join(f"{p} ms" for p in policies) + " | greedy overhead |")
-    print("|---" * (len(policies) + 2) + "|")
+    policies = ["off", "none", "random", "greedy", "greedy-released", "greedy-compiled"]
+    head = " | ".join(f"{p} ms" for p in policies)
+    print(f"| case | {head} | greedy overhead | compiled overhead |")
+    print("|---" * (len(policies) + 3) + "|")
     for case, row in table.items():
         cells = [f"{row[p]:.3f}" if p in row else "-" for p in policies]
-        over = "-"
-        if "greedy" in row and "off" in row:
-            over = f"{(row['greedy'] - row['off']) / row['off']:.2f}x"
-        print(f"| {case} | " + " | ".join(cells) + f" | {over} |")
+        over = [
+            f"{(row[p] - row['off']) / row['off']:.2f}x" if p in row and "off" in row else "-"
+            for p in ("greedy", "greedy-compiled")
+        ]
+        print(f"| {case} | " + " | ".join(cells) + " | " + " | ".join(over) + " |")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """Cost of one training step with PerformativeTeacher against plain training.
 
 Run: python -m pytest benchmarks/test_step_overhead.py --benchmark-enable
-(add --benchmark-json=out.json to keep the figures). Runs on CUDA when it is
-available, else on the CPU. Measures only; asserts nothing about time.
+--benchmark-json=out.json, then python benchmarks/report.py out.json for the
+overhead table. Runs on CUDA when it is available, else on the CPU (where the
+large cases take fewer rounds and skip the minor policies). Measures only;
+asserts nothing about time.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import pytest
 import torch
@@ -13,51 +17,52 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchdht import PerformativeTeacher
+from torchdht.models import MLP, cnn15
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+ON_GPU = DEVICE.type == "cuda"
 
 
-def _mlp():
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+def _timm(name: str, **kw) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        timm = pytest.importorskip("timm")
+        return timm.create_model(name, pretrained=False, num_classes=10, **kw)
+
+    return build
 
 
-def _cnn3(num_classes=10):
-    def block(cin, cout):
-        return [
-            nn.Conv2d(cin, cout, 3, padding=1),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        ]
-
-    return nn.Sequential(
-        *block(3, 64),
-        *block(64, 128),
-        *block(128, 256),
-        nn.Flatten(),
-        nn.Linear(256 * 4 * 4, 256),
-        nn.ReLU(),
-        nn.Linear(256, num_classes),
-    )
-
-
-CASES = {
-    "mlp-mnist": (_mlp, (128, 1, 28, 28), 10),
-    "cnn3-cifar": (_cnn3, (128, 3, 32, 32), 10),
+# name -> (builder, input shape, classes, large); the head is model.head or get_classifier()
+CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int, bool]] = {
+    "mlp-mnist": (lambda: MLP(num_classes=10), (128, 1, 28, 28), 10, False),
+    "cnn15-cifar100": (lambda: cnn15(num_classes=100), (128, 3, 32, 32), 100, True),
+    "resnet18": (_timm("resnet18"), (128 if ON_GPU else 16, 3, 32, 32), 10, True),
+    "vit_tiny": (
+        _timm("vit_tiny_patch16_224", img_size=32, patch_size=4),
+        (128 if ON_GPU else 16, 3, 32, 32),
+        10,
+        True,
+    ),
 }
+POLICIES = ["off", "none", "random", "greedy", "greedy-released", "greedy-compiled"]
 
 
-def _sync():
-    if DEVICE.type == "cuda":
+def _head(model: nn.Module) -> nn.Module:
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    return model.head
+
+
+def _sync() -> None:
+    if ON_GPU:
         torch.cuda.synchronize()
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("policy", ["off", "none", "random", "greedy", "greedy-released"])
+@pytest.mark.parametrize("policy", POLICIES)
 def test_train_step(benchmark, case, policy):
-    if case == "cnn3-cifar" and DEVICE.type == "cpu" and policy in ("none",):
-        pytest.skip("same cost as 'off' on the CPU; skipped to keep the CPU run short")
-    build, shape, classes = CASES[case]
+    build, shape, classes, large = CASES[case]
+    if large and not ON_GPU and policy not in ("off", "greedy"):
+        pytest.skip("large case on the CPU: only 'off' and 'greedy', to keep the run short")
     torch.manual_seed(0)
     model = build().to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -66,14 +71,15 @@ def test_train_step(benchmark, case, policy):
     teacher = None
     if policy != "off":
         teacher = PerformativeTeacher(
-            model[-1],
+            _head(model),
             optimizer=opt,
             policy=policy.split("-")[0],
             seed=0,
             lookahead_encoder_grad=policy.endswith("released"),
+            compile=policy.endswith("compiled"),
         )
 
-    def step():
+    def step() -> None:
         if teacher is not None:
             teacher.set_targets(y)
         loss = F.cross_entropy(model(x), y)
@@ -84,7 +90,9 @@ def test_train_step(benchmark, case, policy):
 
     for _ in range(3):
         step()
+    benchmark.group = case
     benchmark.extra_info.update(device=str(DEVICE), case=case, policy=policy)
-    benchmark.pedantic(step, rounds=20 if DEVICE.type == "cpu" else 100, iterations=1)
+    rounds = 100 if ON_GPU else (5 if large else 30)
+    benchmark.pedantic(step, rounds=rounds, iterations=1)
     if teacher is not None:
         teacher.remove()
