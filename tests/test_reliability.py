@@ -57,6 +57,32 @@ def test_ddp_two_processes_match_per_rank_reference(tmp_path, policy):
     torch.testing.assert_close(gathered[0], ref, rtol=1e-12, atol=1e-12)
 
 
+def test_teaching_sampler_shards_are_disjoint_across_real_ranks(tmp_path):
+    """Two gloo ranks, world size and rank read from the process group."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available in this build")
+    out = tmp_path / "picks.pt"
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKERS / "sampler_worker.py"), str(r), "2", str(port), str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(2)
+    ]
+    logs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    saved = torch.load(out, weights_only=True)
+    assert saved["ranks"] == 2
+    picks = saved["picks"]  # (rank, epoch, indices)
+    for epoch in range(picks.shape[1]):
+        a, b = set(picks[0, epoch].tolist()), set(picks[1, epoch].tolist())
+        assert len(a) == picks.shape[2] and len(b) == picks.shape[2]  # no repeats within a rank
+        assert not a & b  # disjoint across ranks
+    assert not torch.equal(picks[0, 0], picks[0, 1])  # set_epoch reshuffles
+
+
 def _worker(*args: str) -> None:
     res = subprocess.run(
         [sys.executable, str(WORKERS / "resume_worker.py"), *args], capture_output=True, text=True

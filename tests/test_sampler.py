@@ -320,17 +320,6 @@ def test_uneven_dataset_without_drop_last_pads_like_distributed_sampler():
         assert list(s) == [padded[r::4][:2].tolist()]
 
 
-def test_rank_and_world_default_from_torch_distributed(monkeypatch):
-    import torch.distributed as dist
-
-    monkeypatch.setattr(dist, "is_available", lambda: True)
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_world_size", lambda: 4)
-    monkeypatch.setattr(dist, "get_rank", lambda: 2)
-    s = TeachingSampler(_data(n=64), batch_size=4, score="random")
-    assert (s.num_replicas, s.rank) == (4, 2)
-
-
 # ------------------------------------------------------ the model untouched
 def test_mode_bn_buffers_params_grads_and_global_rng_are_untouched():
     ds = _data()
