@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchdht import PerformativeTeacher
+from torchdht.functional import angle, chord_to_angle
 
 from conftest import REPO
 from workers import ddp_worker
@@ -166,3 +167,54 @@ def test_no_host_sync_in_the_taught_forward_on_cuda(policy):
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert out.shape == (32, 4)
+
+
+def _autocast_step(device: str, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)).to(device)
+    x = torch.randn(32, 6, device=device)
+    y = torch.randint(0, 4, (32,), device=device)
+    seen = {}
+    h2 = model[-1].register_forward_hook(lambda m, a, o: seen.update(z=a[0].detach()))
+    with PerformativeTeacher(model[-1], lr=0.5, eps=0.2) as t, torch.autocast(device, dtype=dtype):
+        t.set_targets(y)
+        out = model(x)
+        z = model[:-1](x).detach()
+    h2.remove()
+    assert seen["z"].dtype == z.dtype  # the input dtype is handed back
+    moved = angle(seen["z"].float(), z.float())
+    tol = 4 * torch.finfo(z.dtype).eps  # rounding back to the autocast dtype
+    assert float(moved.max()) <= chord_to_angle(0.2) + tol
+    assert float(moved.max()) > 1e-3
+    assert torch.isfinite(out.float()).all()
+
+
+def test_autocast_bfloat16_cpu_keeps_dtype_and_constraint():
+    _autocast_step("cpu", torch.bfloat16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_autocast_cuda_keeps_dtype_and_constraint(dtype):
+    _autocast_step("cuda", dtype)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_grad_scaler_cuda_training_runs_and_stays_finite():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cuda")
+    x, y = torch.randn(32, 6, device="cuda"), torch.randint(0, 4, (32,), device="cuda")
+    with PerformativeTeacher(
+        model[-1], optimizer=opt, lookahead_encoder_grad=True, grad_scaler=scaler
+    ) as t:
+        for _ in range(5):
+            t.set_targets(y)
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
