@@ -7,10 +7,17 @@ when available, else on the CPU with one torch thread (as the experiment).
 A step is: teacher call, forward, backward, the hypergradient step for
 "unroll", optimizer step, ``observe``. ``reinforce-episode`` times one
 ``reward()`` (the policy update) after an episode of 313 steps (two epochs of
-the default 20k subset). Measures only; asserts nothing about time.
+the default 20k subset). ``test_relative_cost_interleaved`` times rounds of
+one step of each policy in turn, so that a shared machine's changing load hits them
+alike, and stores each policy's median step time over ERM's in
+``extra_info["ratio_vs_erm"]`` (also printed with ``-s``). Measures only;
+asserts nothing about time.
 """
 
 from __future__ import annotations
+
+import statistics
+import time
 
 import pytest
 import torch
@@ -46,8 +53,7 @@ def _teacher(policy: str) -> MixupTeacher | None:
     return MixupTeacher(10, policy, total_steps=10**6, seed=0)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-def test_train_step(benchmark, policy):
+def _make_step(policy: str):
     torch.manual_seed(0)
     model = simple_cnn().to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -70,6 +76,12 @@ def test_train_step(benchmark, policy):
             teacher.observe(train_loss=lv)
         _sync()
 
+    return step
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_train_step(benchmark, policy):
+    step = _make_step(policy)
     for _ in range(3):
         step()
     benchmark.extra_info.update(device=str(DEVICE), policy=policy,
@@ -90,3 +102,29 @@ def test_reinforce_episode_update(benchmark):
     benchmark.extra_info.update(policy="reinforce-episode", episode_steps=313)
     benchmark.pedantic(lambda: teacher.reward(val_acc=0.5), setup=setup, rounds=10,
                        iterations=1)
+
+
+def test_relative_cost_interleaved(benchmark):
+    steps = {p: _make_step(p) for p in POLICIES}
+    times: dict[str, list[float]] = {p: [] for p in POLICIES}
+    for _ in range(3):
+        for step in steps.values():
+            step()
+
+    order = list(POLICIES)
+
+    def one_round():  # every policy once, in turn; the order rotates between rounds so
+        for p in order:  # that no policy always follows the memory-hungry unroll steps
+            t0 = time.perf_counter()
+            steps[p]()
+            times[p].append(time.perf_counter() - t0)
+        order.append(order.pop(0))
+
+    benchmark.pedantic(one_round, rounds=18 if DEVICE.type == "cpu" else 60, iterations=1)
+    med = {p: statistics.median(t) for p, t in times.items()}
+    ratios = {p: med[p] / med["erm"] for p in POLICIES}
+    benchmark.extra_info.update(device=str(DEVICE), threads=torch.get_num_threads(),
+                                median_ms={p: 1000 * m for p, m in med.items()},
+                                ratio_vs_erm=ratios)
+    print("\n" + "\n".join(f"{p:15s} {1000 * med[p]:8.2f} ms  {ratios[p]:5.2f}x ERM"
+                            for p in POLICIES))

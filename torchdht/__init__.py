@@ -1,7 +1,8 @@
 """torchdht: data hallucination teaching for PyTorch training loops."""
 
-from . import data, functional, linear, models
+from . import data, functional, linear, mixup, models
 from .errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
+from .mixup import MixupTeacher
 from .performative import PerformativeTeacher
 from .sampler import TeachingSampler
 
@@ -10,6 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "HeadTypeError",
     "MissingTargetsError",
+    "MixupTeacher",
     "PerformativeTeacher",
     "TargetsError",
     "TeacherError",
@@ -17,5 +19,6 @@ __all__ = [
     "data",
     "functional",
     "linear",
+    "mixup",
     "models",
 ]

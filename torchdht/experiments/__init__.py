@@ -15,5 +15,6 @@ EXPERIMENTS: dict[str, str] = {
     "omniscient": "torchdht.experiments.omniscient",
     "attribution": "torchdht.experiments.attribution",
     "sampler": "torchdht.experiments.sampler",
+    "mixup": "torchdht.experiments.mixup",
 }
 """Subcommand name -> module path."""

@@ -11,10 +11,16 @@ and data order per seed, with Adam (lr 1e-3), batch 128 and no augmentation:
 ``unroll``     ``lam = h_theta(state)``, one second-order hypergradient step
                through a virtual learner step on a validation batch every
                ``--unroll-every`` training steps (``policy="unroll"``)
-``reinforce``  ``lam`` in {0, 0.5, 1} from an MLP policy trained by REINFORCE,
-               reward = validation accuracy, one policy update per episode of
-               ``--episode-epochs`` epochs (``policy="reinforce"``)
+``reinforce``  ``lam`` in {0, 0.5, 1} from an MLP policy trained by REINFORCE
+               online, during the run it teaches: reward = validation
+               accuracy, one policy update per episode of ``--episode-epochs``
+               epochs (``policy="reinforce"``)
 ============  ==============================================================
+
+Optional (``--methods ...,reinforce-restarts``): the released code's protocol,
+``--pg-restarts`` search runs of ``--episode-epochs`` epochs, each restarting
+the learner from the same initial weights and ending with one policy update,
+then a fresh run of ``--epochs`` that samples from the frozen policy.
 
 The CNN (:func:`simple_cnn`): conv 5x5 3->6, ReLU, max-pool 2; conv 5x5
 6->16, ReLU, max-pool 2; flatten (400); linear 400->120, ReLU; linear
@@ -64,9 +70,11 @@ __all__ = [
     "PAPER_TABLE1",
     "CifarData",
     "add_arguments",
+    "cuts",
     "format_table",
     "load_cifar10",
     "main",
+    "resolve_config",
     "run_mixup",
     "simple_cnn",
 ]
@@ -76,12 +84,15 @@ DESCRIPTION = (
     "policy gradient (paper section 4.1, Table 1)."
 )
 METHODS = ("erm", "cmixup", "dmixup", "unroll", "reinforce")
-"""The methods, in table order."""
+"""The default methods, in table order."""
+EXTRA_METHODS = ("reinforce-restarts",)
+"""Optional: REINFORCE with the released code's protocol (``--pg-restarts``)."""
 LABELS = {"erm": "ERM", "cmixup": "cMixup", "dmixup": "dMixup", "unroll": "Unrolling",
-          "reinforce": "Policy gradient"}
+          "reinforce": "Policy gradient", "reinforce-restarts": "Policy gradient, restarts"}
 PAPER_TABLE1 = {"erm": 61.75, "cmixup": 66.27, "dmixup": 65.80, "unroll": 65.18,
-                "reinforce": 67.64}
-"""Test accuracy (%) of the paper's Table 1 (CIFAR-10, 50 epochs)."""
+                "reinforce": 67.64, "reinforce-restarts": 67.64}
+"""Test accuracy (%) of the paper's Table 1 (CIFAR-10, 50 epochs); its one policy-gradient
+figure stands beside both of our protocols."""
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -125,6 +136,11 @@ class CifarData:
         x_val, y_val: the validation split (held out of the training images).
         x_test, y_test: the test split.
         source: where the images came from.
+
+    Example:
+        >>> d = load_cifar10(fake=True, train_size=8, val_size=4, test_size=4)
+        >>> d.x_train.shape, d.x_train.dtype, d.y_val.shape
+        (torch.Size([8, 3, 32, 32]), torch.uint8, torch.Size([4]))
     """
 
     x_train: Tensor
@@ -224,6 +240,10 @@ def load_cifar10(
 
     Returns:
         A :class:`CifarData`.
+
+    Example:
+        >>> load_cifar10(fake=True, train_size=6, val_size=2, test_size=2).x_test.shape
+        torch.Size([2, 3, 32, 32])
     """
     for name, value in (("train_size", train_size), ("val_size", val_size),
                         ("test_size", test_size)):
@@ -299,29 +319,25 @@ def _make_teacher(method: str, seed: int, total_steps: int, cfg: argparse.Namesp
     if method == "unroll":
         return MixupTeacher(10, "unroll", total_steps=total_steps, seed=seed,
                             unroll_order=cfg.unroll_order, learner_lr=cfg.lr)
-    if method == "reinforce":
+    if method in ("reinforce", "reinforce-restarts"):
         return MixupTeacher(10, "reinforce", total_steps=total_steps, seed=seed,
                             reward_metric="val_acc")
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    raise ValueError(f"unknown method {method!r}; choose from {METHODS + EXTRA_METHODS}")
 
 
-def _train_one(method: str, data: CifarData, seed: int, cfg: argparse.Namespace,
-               on_step: Callable[[], None]) -> dict[str, Any]:
-    torch.manual_seed(seed)  # same initialisation for every method
-    model = simple_cnn().to(cfg.device)
+def _run_epochs(method: str, model: nn.Module, teacher: MixupTeacher | None, data: CifarData,
+                cfg: argparse.Namespace, *, epochs: int, seed: int, phase: str,
+                order_gen: torch.Generator, val_gen: torch.Generator, learn: bool,
+                on_step: Callable[[], None]) -> tuple[list[dict[str, Any]], float, int]:
+    """Train ``model`` (a fresh Adam) for ``epochs``; returns (rows, timed seconds, steps)."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    teacher = _make_teacher(method, seed, total, cfg)
-    order_gen = torch.Generator().manual_seed(seed)  # same batches for every method
-    val_gen = torch.Generator().manual_seed(seed + 10**6)
-    curve: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     train_time = 0.0
     step = 0
-    wall0 = time.perf_counter()
     model.train()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, epochs + 1):
         perm = torch.randperm(n, generator=order_gen)
         loss_sum, lam_sum, mix_sum = 0.0, 0.0, 0.0
         counts = [0, 0, 0]
@@ -361,7 +377,7 @@ def _train_one(method: str, data: CifarData, seed: int, cfg: argparse.Namespace,
         val_loss, val_acc = _evaluate(model, data.x_val, data.y_val)
         _, test_acc = _evaluate(model, data.x_test, data.y_test)
         row: dict[str, Any] = {
-            "method": method, "seed": seed, "epoch": epoch,
+            "method": method, "seed": seed, "phase": phase, "epoch": epoch,
             "train_loss": loss_sum / steps_per_epoch, "val_loss": val_loss,
             "val_acc": 100 * val_acc, "test_acc": 100 * test_acc,
             "lambda_mean": lam_sum / steps_per_epoch,
@@ -369,20 +385,56 @@ def _train_one(method: str, data: CifarData, seed: int, cfg: argparse.Namespace,
             "frac_lam0": "", "frac_lam05": "", "frac_lam1": "", "policy_probs": "",
             "reward": "", "advantage": "",
         }
-        if method in ("dmixup", "reinforce"):
+        rl = method in ("reinforce", "reinforce-restarts")
+        if method == "dmixup" or rl:
             row["frac_lam0"], row["frac_lam05"], row["frac_lam1"] = (
                 c / steps_per_epoch for c in counts)
         if teacher is not None:
-            if method == "reinforce" and epoch % cfg.episode_epochs == 0:
-                st = teacher.reward(val_loss=val_loss, val_acc=val_acc)
+            if rl and epoch % cfg.episode_epochs == 0:
+                st = teacher.reward(val_loss=val_loss, val_acc=val_acc, update=learn)
                 row["reward"], row["advantage"] = st["reward"], st["advantage"]
             else:
                 teacher.observe(val_loss=val_loss)
-            if method == "reinforce":
+            if rl:
                 row["policy_probs"] = ";".join(f"{p:.3f}" for p in teacher.action_probs())
-        curve.append(row)
+        rows.append(row)
+    return rows, train_time, step
+
+
+def _train_one(method: str, data: CifarData, seed: int, cfg: argparse.Namespace,
+               on_step: Callable[[], None]) -> dict[str, Any]:
+    torch.manual_seed(seed)  # same initialisation for every method
+    model = simple_cnn().to(cfg.device)
+    steps_per_epoch = math.ceil(len(data.x_train) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    teacher = _make_teacher(method, seed, total, cfg)
+    order_gen = torch.Generator().manual_seed(seed)  # same batches for every method
+    val_gen = torch.Generator().manual_seed(seed + 10**6)
+    kw: dict[str, Any] = {"seed": seed, "order_gen": order_gen, "val_gen": val_gen,
+                          "on_step": on_step}
+    wall0 = time.perf_counter()
+    search: list[dict[str, Any]] = []
+    if method == "reinforce-restarts":
+        # The released code's protocol: policy search over restarted short runs (one
+        # episode each, from the same initial weights), then a fresh run that samples
+        # from the learned policy without updating it.
+        assert teacher is not None
+        w0 = {k: v.clone() for k, v in model.state_dict().items()}
+        for k in range(cfg.pg_restarts):
+            model.load_state_dict(w0)
+            teacher.new_run(total_steps=cfg.episode_epochs * steps_per_epoch)
+            rows, _, _ = _run_epochs(method, model, teacher, data, cfg,
+                                     epochs=cfg.episode_epochs, phase=f"search-{k + 1}",
+                                     learn=True, **kw)
+            search.extend(rows)
+        model.load_state_dict(w0)
+        teacher.new_run(total_steps=total)
+    curve, train_time, step = _run_epochs(method, model, teacher, data, cfg,
+                                          epochs=cfg.epochs, phase="train",
+                                          learn=method != "reinforce-restarts", **kw)
     return {
         "curve": curve,
+        "search": search,
         "final_acc": curve[-1]["test_acc"],
         "best_acc": max(r["test_acc"] for r in curve),
         "ms_per_step": 1000.0 * train_time / max(step, 1),
@@ -431,8 +483,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-_CURVE_FIELDS = ("method", "seed", "epoch", "train_loss", "val_loss", "val_acc", "test_acc",
-                 "lambda_mean", "mix_strength", "frac_lam0", "frac_lam05", "frac_lam1",
+_CURVE_FIELDS = ("method", "seed", "phase", "epoch", "train_loss", "val_loss", "val_acc",
+                 "test_acc", "lambda_mean", "mix_strength", "frac_lam0", "frac_lam05", "frac_lam1",
                  "policy_probs", "reward", "advantage")
 _RESULT_FIELDS = ("method", "paper_acc", "n_seeds", "epochs", "train_size", "val_size",
                   "test_size", "test_acc_mean", "test_acc_std", "test_acc_per_seed",
@@ -470,7 +522,8 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]], curves: Sequence[dict[str,
     for r in rows:
         m = r["method"]
         seeds = sorted({c["seed"] for c in curves if c["method"] == m})
-        per = [[c for c in curves if c["method"] == m and c["seed"] == s] for s in seeds]
+        per = [[c for c in curves if c["method"] == m and c["seed"] == s
+                and c["phase"] == "train"] for s in seeds]
         epochs = [c["epoch"] for c in per[0]]
         acc = [statistics.fmean(p[i]["test_acc"] for p in per) for i in range(len(epochs))]
         mix = [statistics.fmean(p[i]["mix_strength"] for p in per) for i in range(len(epochs))]
@@ -479,7 +532,6 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]], curves: Sequence[dict[str,
         ax2.plot(epochs, mix, label=LABELS[m], color=ln.get_color(), linewidth=1.6)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax2.set_xlabel("epoch")
@@ -487,9 +539,32 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]], curves: Sequence[dict[str,
     ax2.set_ylim(-0.02, 0.52)
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def cuts(cfg: argparse.Namespace) -> list[str]:
+    """What the setting ``cfg`` cuts from the paper's (:data:`FULL`), in words.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_arguments(p)
+        >>> cuts(resolve_config(p.parse_args([])))
+        ['training images 20000 (paper: 40000)', 'validation images 5000 (paper: 10000)']
+        >>> cuts(resolve_config(p.parse_args(["--full"])))
+        []
+    """
+    names = {"train_size": "training images", "val_size": "validation images",
+             "test_size": "test images", "epochs": "epochs",
+             "episode_epochs": "epochs per REINFORCE episode",
+             "unroll_every": "steps per hypergradient step"}
+    out = [f"{names[k]} {getattr(cfg, k)} (paper: {v})" for k, v in FULL.items()
+           if getattr(cfg, k) != v]
+    if cfg.epochs // cfg.episode_epochs != FULL["epochs"] // FULL["episode_epochs"]:
+        out.append(f"REINFORCE episodes {cfg.epochs // cfg.episode_epochs} "
+                   f"(paper: {FULL['epochs'] // FULL['episode_epochs']})")
+    return out
 
 
 def run_mixup(cfg: argparse.Namespace, data: CifarData | None = None) -> list[dict[str, Any]]:
@@ -507,6 +582,15 @@ def run_mixup(cfg: argparse.Namespace, data: CifarData | None = None) -> list[di
         ``ms_per_step`` (teacher + forward + backward + optimizer step, and
         the hypergradient for ``unroll``), ``cost_vs_erm``, ``mix_strength``,
         ``episodes``, ``wall_s`` and the settings.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_arguments(p)
+        >>> cfg = resolve_config(p.parse_args(["--fake-data", "--train-size", "32",
+        ...     "--val-size", "16", "--test-size", "16", "--epochs", "1", "--methods",
+        ...     "erm,cmixup", "--out", "", "--no-progress"]))
+        >>> cfg.echo = False
+        >>> [r["method"] for r in run_mixup(cfg)]
+        ['erm', 'cmixup']
     """
     methods = list(cfg.methods)
     t_load = time.perf_counter()
@@ -515,8 +599,8 @@ def run_mixup(cfg: argparse.Namespace, data: CifarData | None = None) -> list[di
                             test_size=cfg.test_size, fake=cfg.fake_data)
     load_s = time.perf_counter() - t_load
     dev = torch.device(cfg.device)
-    data = CifarData(*(t.to(dev) for t in (data.x_train, data.y_train, data.x_val, data.y_val,
-                                            data.x_test, data.y_test)), source=data.source)
+    data = CifarData(data.x_train.to(dev), data.y_train.to(dev), data.x_val.to(dev),
+                     data.y_val.to(dev), data.x_test.to(dev), data.y_test.to(dev), data.source)
     out = None
     if cfg.out:
         out = Path(cfg.out)
@@ -526,13 +610,15 @@ def run_mixup(cfg: argparse.Namespace, data: CifarData | None = None) -> list[di
         torch.set_num_threads(cfg.threads)
     from tqdm.auto import tqdm
 
-    steps = cfg.epochs * math.ceil(len(data.x_train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(data.x_train) / cfg.batch_size)
+    extra = cfg.pg_restarts * cfg.episode_epochs if "reinforce-restarts" in methods else 0
+    steps = (len(methods) * cfg.epochs + extra) * steps_per_epoch
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    bar = tqdm(total=len(methods) * cfg.seeds * steps, disable=not cfg.progress, unit="step",
+    bar = tqdm(total=cfg.seeds * steps, disable=not cfg.progress, unit="step",
                desc="mixup", dynamic_ncols=True, mininterval=5.0)
     t_all = time.perf_counter()
     try:
-        for seed in range(cfg.seeds):
+        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             for m in methods:
                 bar.set_postfix_str(f"{m}, seed {seed}")
                 r = _train_one(m, data, seed, cfg, bar.update)
@@ -563,15 +649,15 @@ def run_mixup(cfg: argparse.Namespace, data: CifarData | None = None) -> list[di
     if erm is not None:
         for r in rows:
             r["cost_vs_erm"] = r["ms_per_step"] / erm["ms_per_step"]
-    curves = [c for m in methods for r in runs[m] for c in r["curve"]]
+    curves = [c for m in methods for r in runs[m] for c in r["search"] + r["curve"]]
     setting = (f"{len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test, "
                f"{cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr}, "
-               f"seeds 0..{cfg.seeds - 1}")
+               f"seeds {cfg.first_seed}..{cfg.first_seed + cfg.seeds - 1}")
     if out is not None:
         _write(out, rows, curves)
         _plot(out / "accuracy.png", rows, curves, f"CIFAR-10, simple CNN: {setting}")
         config = {k: v for k, v in vars(cfg).items() if not k.startswith("_")}
-        config.update(source=data.source, load_s=load_s, total_s=total_s,
+        config.update(source=data.source, load_s=load_s, total_s=total_s, cuts=cuts(cfg),
                       device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda"
                       else "cpu",
                       torch_threads=cfg.threads or old_threads, torch=torch.__version__)
@@ -580,7 +666,11 @@ def run_mixup(cfg: argparse.Namespace, data: CifarData | None = None) -> list[di
         print(f"Data: {data.source}; {setting}; device {cfg.device}, "
               f"{cfg.threads or old_threads} torch thread(s); "
               f"unroll: order {cfg.unroll_order}, every {cfg.unroll_every} step(s); reinforce: "
-              f"episode = {cfg.episode_epochs} epoch(s)")
+              f"episode = {cfg.episode_epochs} epoch(s)"
+              + (f"; reinforce-restarts: {cfg.pg_restarts} search runs, then frozen"
+                 if "reinforce-restarts" in methods else ""))
+        cut = cuts(cfg)
+        print("Cut from the paper's setting (--full): " + ("; ".join(cut) if cut else "nothing"))
         print(format_table(rows))
         print(f"Total {total_s:.0f} s training + evaluation, {load_s:.0f} s loading.")
         if out is not None:
@@ -614,6 +704,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episode-epochs", type=int, default=None,
                    help=f"epochs per REINFORCE episode, one policy update each (default: "
                    f"{d['episode_epochs']}; --full: {FULL['episode_epochs']}, the paper's)")
+    p.add_argument("--pg-restarts", type=int, default=10,
+                   help="reinforce-restarts: restarted search runs of --episode-epochs epochs "
+                   "before the final run (default: 10, the released code's)")
     p.add_argument("--unroll-every", type=int, default=None,
                    help=f"training steps per hypergradient step (default: {d['unroll_every']}; "
                    f"--full: {FULL['unroll_every']})")
@@ -625,7 +718,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per method (default: 1)")
     p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated subset of " + ",".join(METHODS))
+                   help="comma-separated, from " + ",".join(METHODS + EXTRA_METHODS)
+                   + f" (default: {','.join(METHODS)})")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds are first-seed .. first-seed + seeds - 1 (default: 0)")
     p.add_argument("--data-root", default=None,
                    help="folder holding cifar10-jpeg/ or cifar-10-batches-py/ (default: "
                    "$TORCHDHT_DATA, else ../shared/data; torchvision downloads CIFAR-10 "
@@ -657,12 +753,13 @@ def resolve_config(cfg: argparse.Namespace) -> argparse.Namespace:
             setattr(cfg, k, v)
     methods = cfg.methods.split(",") if isinstance(cfg.methods, str) else list(cfg.methods)
     methods = [m.strip() for m in methods if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m not in METHODS + EXTRA_METHODS]
     if bad or not methods:
-        raise SystemExit(f"--methods: unknown {bad}; choose from {','.join(METHODS)}")
+        raise SystemExit(f"--methods: unknown {bad}; choose from "
+                         f"{','.join(METHODS + EXTRA_METHODS)}")
     cfg.methods = methods
     for k in ("epochs", "train_size", "val_size", "test_size", "episode_epochs",
-              "unroll_every", "batch_size", "seeds"):
+              "unroll_every", "batch_size", "seeds", "pg_restarts"):
         if getattr(cfg, k) < 1:
             raise SystemExit(f"--{k.replace('_', '-')} must be >= 1, got {getattr(cfg, k)}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
@@ -686,6 +783,15 @@ def main(args: Sequence[str] | argparse.Namespace | None = None) -> list[dict[st
 
     Returns:
         The rows of :func:`run_mixup`.
+
+    Example:
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stdout(io.StringIO()) as printed:
+        ...     rows = main(["--fake-data", "--train-size", "32", "--val-size", "16",
+        ...                  "--test-size", "16", "--epochs", "1", "--methods", "erm",
+        ...                  "--out", "", "--no-progress"])
+        >>> "61.75" in printed.getvalue(), len(rows)
+        (True, 1)
     """
     if not isinstance(args, argparse.Namespace):
         p = argparse.ArgumentParser(prog="python -m torchdht.experiments mixup",

@@ -1,0 +1,261 @@
+"""Pure functions behind :class:`~torchdht.mixup.MixupTeacher` (no state).
+
+Shapes: ``x`` is a batch of inputs ``(B, ...)``; targets are class indices
+``(B,)`` or soft targets ``(B, C)``; a permutation ``perm`` is a ``(B,)``
+integer tensor that pairs row ``i`` with row ``perm[i]``; ``lam`` is one
+mixing coefficient in ``[0, 1]`` for the whole batch (a float, or a 0-d tensor
+when it must carry a gradient). Nothing here modifies its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import TargetsError
+
+__all__ = [
+    "check_actions",
+    "mix_batch",
+    "sample_beta",
+    "sample_permutation",
+    "to_soft_targets",
+]
+
+
+def _soft_dtype(x_dtype: torch.dtype | None) -> torch.dtype:
+    if x_dtype is None or not x_dtype.is_floating_point:
+        return torch.get_default_dtype()
+    return torch.promote_types(x_dtype, torch.float32)  # fp16/bf16 inputs get fp32 targets
+
+
+def to_soft_targets(
+    y: Tensor,
+    num_classes: int,
+    *,
+    batch_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    validate: bool = False,
+) -> Tensor:
+    """Targets as soft targets ``(B, num_classes)``; one-hot for class indices.
+
+    Args:
+        y: class indices ``(B,)`` (an integer tensor) or soft targets
+            ``(B, num_classes)`` (a floating tensor, returned as is).
+        num_classes: the number of classes ``C``.
+        batch_size: the batch size ``B`` the targets must have (default:
+            None, not checked).
+        dtype: dtype of the one-hot targets (default: None, meaning float32
+            for half-precision or integer ``dtype`` hints and the default
+            dtype otherwise).
+        validate: check the values on the host even on CUDA, which costs a
+            device sync (default: False: on CUDA, out-of-range indices are
+            caught by ``torch._assert_async``; on the CPU values are always
+            checked).
+
+    Returns:
+        A floating tensor of shape ``(B, num_classes)`` on ``y``'s device.
+
+    Raises:
+        TypeError: ``y`` is not a tensor, or is boolean or complex.
+        TargetsError: a shape, class count or value does not fit.
+
+    Example:
+        >>> to_soft_targets(torch.tensor([2, 0]), 3)
+        tensor([[0., 0., 1.],
+                [1., 0., 0.]])
+    """
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y must be a torch.Tensor of targets, got {type(y).__name__}")
+    if y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"y must hold class indices or probabilities, got dtype {y.dtype}")
+    lead = "(B,)" if batch_size is None else f"({batch_size},)"
+    lead_soft = f"(B, {num_classes})" if batch_size is None else f"({batch_size}, {num_classes})"
+    check_values = validate or y.device.type == "cpu"
+    if y.is_floating_point():
+        if y.dim() != 2 or y.shape[1] != num_classes or (
+            batch_size is not None and y.shape[0] != batch_size
+        ):
+            raise TargetsError(
+                f"y: soft targets must have shape {lead_soft} for num_classes={num_classes}, "
+                f"got {tuple(y.shape)}"
+            )
+        if check_values and y.numel():
+            if not bool(torch.isfinite(y).all()) or bool((y < 0).any()):
+                raise TargetsError("y: soft targets must be finite and non-negative")
+        return y
+    if y.dim() != 1 or (batch_size is not None and y.shape[0] != batch_size):
+        raise TargetsError(
+            f"y: class indices must have shape {lead} (or soft targets {lead_soft}), "
+            f"got {tuple(y.shape)}"
+        )
+    if check_values:
+        if y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
+            raise TargetsError(
+                f"y: class indices must lie in [0, {num_classes - 1}] for "
+                f"num_classes={num_classes}, got values in [{int(y.min())}, {int(y.max())}]"
+            )
+    else:
+        torch._assert_async(((y >= 0) & (y < num_classes)).all())
+    out_dtype = _soft_dtype(dtype)
+    out = torch.zeros(y.shape[0], num_classes, dtype=out_dtype, device=y.device)
+    return out.scatter_(1, y.long().unsqueeze(1), 1.0)
+
+
+def mix_batch(
+    x: Tensor, y_soft: Tensor, lam: float | Tensor, perm: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Mix a batch with a permutation of itself: ``lam * a + (1 - lam) * a[perm]``.
+
+    The same coefficient mixes the inputs and the soft targets, so each target
+    row still sums to what the rows it mixes sum to (1 for probabilities).
+    ``lam = 1`` returns exact copies of ``x`` and ``y_soft``, ``lam = 0``
+    exact copies of ``x[perm]`` and ``y_soft[perm]``. Differentiable in
+    ``lam`` when it is a tensor that requires grad.
+
+    Args:
+        x: floating inputs ``(B, ...)``.
+        y_soft: soft targets ``(B, C)`` (see :func:`to_soft_targets`).
+        lam: the mixing coefficient in ``[0, 1]``: a float or a 0-d tensor.
+        perm: ``(B,)`` integer tensor, a permutation of ``range(B)`` (moved to
+            ``x``'s device if it is elsewhere).
+
+    Returns:
+        ``(x_mixed, y_mixed)``, new tensors of the shapes of ``x`` and
+        ``y_soft``.
+
+    Example:
+        >>> x = torch.tensor([[1.0], [3.0]])
+        >>> y = to_soft_targets(torch.tensor([0, 1]), 2)
+        >>> xm, ym = mix_batch(x, y, 0.25, torch.tensor([1, 0]))
+        >>> xm.flatten().tolist(), ym.tolist()
+        ([2.5, 1.5], [[0.25, 0.75], [0.75, 0.25]])
+    """
+    if not isinstance(lam, Tensor) and float(lam) == 1.0:
+        return x.clone(), y_soft.clone()
+    perm = perm.to(x.device, non_blocking=True)
+    x_perm = x.index_select(0, perm)  # = x[perm], and faster than advanced indexing
+    y_perm = y_soft.index_select(0, perm.to(y_soft.device, non_blocking=True))
+    if isinstance(lam, Tensor):
+        lx = lam.to(x.dtype)
+        ly = lam.to(y_soft.dtype)
+        return lx * x + (1 - lx) * x_perm, ly * y_soft + (1 - ly) * y_perm
+    lam = float(lam)
+    if lam == 0.0:
+        return x_perm, y_perm
+    # In place on the fresh gathered copy (one allocation fewer than the plain
+    # expression, and bit-identical to it: the same two products, the same sum).
+    x_mixed = x_perm.mul_(1.0 - lam).add_(x * lam)
+    y_mixed = y_perm.mul_(1.0 - lam).add_(y_soft * lam)
+    return x_mixed, y_mixed
+
+
+def sample_permutation(n: int, generator: torch.Generator, device: torch.device | str = "cpu"
+                       ) -> Tensor:
+    """A uniform random permutation of ``range(n)`` drawn with ``generator``.
+
+    The permutation is drawn on the generator's device (the CPU for the
+    teacher's generator) and then moved to ``device``.
+
+    Args:
+        n: its length.
+        generator: the source of randomness.
+        device: where the result goes (default: "cpu").
+
+    Returns:
+        An int64 tensor of shape ``(n,)``.
+
+    Example:
+        >>> p = sample_permutation(5, torch.Generator().manual_seed(0))
+        >>> sorted(p.tolist())
+        [0, 1, 2, 3, 4]
+    """
+    perm = torch.randperm(n, generator=generator, device=generator.device)
+    return perm.to(device, non_blocking=True)
+
+
+def _log_gamma_sample(shape: float, generator: torch.Generator) -> float:
+    """log of one Gamma(shape, 1) draw (Marsaglia and Tsang, 2000), all from ``generator``."""
+    log_boost = 0.0
+    if shape < 1.0:  # Gamma(a) = Gamma(a + 1) * U^(1/a)
+        u = float(torch.rand((), generator=generator, dtype=torch.float64))
+        log_boost = math.log(max(u, 1e-300)) / shape
+        shape += 1.0
+    d = shape - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        z = float(torch.randn((), generator=generator, dtype=torch.float64))
+        v = 1.0 + c * z
+        if v <= 0.0:
+            continue
+        v = v * v * v
+        u = float(torch.rand((), generator=generator, dtype=torch.float64))
+        if u > 0.0 and math.log(u) < 0.5 * z * z + d - d * v + d * math.log(v):
+            return math.log(d * v) + log_boost
+
+
+def sample_beta(alpha: float, generator: torch.Generator) -> float:
+    """One draw of ``Beta(alpha, alpha)`` using only ``generator``.
+
+    ``torch.distributions.Beta`` cannot take a generator, so the draw is made
+    from two Gamma draws (Marsaglia-Tsang, computed in log space so that very
+    small ``alpha`` does not underflow to 0/0).
+
+    Args:
+        alpha: the concentration, > 0 (1 is uniform on [0, 1]).
+        generator: a CPU ``torch.Generator``.
+
+    Returns:
+        A float in ``[0, 1]``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> 0.0 <= sample_beta(0.4, g) <= 1.0
+        True
+    """
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be a positive float, got {alpha!r}")
+    la = _log_gamma_sample(alpha, generator)
+    lb = _log_gamma_sample(alpha, generator)
+    return 1.0 / (1.0 + math.exp(min(lb - la, 700.0)))
+
+
+def check_actions(actions: Sequence[float], name: str = "actions") -> tuple[float, ...]:
+    """Return a non-empty action set of mixing coefficients in ``[0, 1]`` as floats.
+
+    Args:
+        actions: the mixing coefficients a discrete policy may choose from.
+        name: the argument's name for the error message.
+
+    Returns:
+        The coefficients as a tuple of floats, in the given order.
+
+    Raises:
+        TypeError: not a sequence of numbers.
+        ValueError: empty, repeated, or a value outside ``[0, 1]``.
+
+    Example:
+        >>> check_actions([0, 0.5, 1])
+        (0.0, 0.5, 1.0)
+    """
+    if isinstance(actions, Tensor):
+        values = actions.flatten().tolist()
+    elif isinstance(actions, (str, bytes, Mapping)) or not isinstance(actions, Iterable):
+        raise TypeError(f"{name} must be a sequence of floats in [0, 1], got {actions!r}")
+    else:
+        values = list(actions)
+    if not values:
+        raise ValueError(f"{name} must hold at least one mixing coefficient in [0, 1], got []")
+    out = []
+    for a in values:
+        if isinstance(a, bool) or not isinstance(a, (int, float)):
+            raise TypeError(f"{name} must hold floats in [0, 1], got {a!r}")
+        if not (0.0 <= float(a) <= 1.0):  # also rejects NaN
+            raise ValueError(f"{name} must hold mixing coefficients in [0, 1], got {a!r}")
+        out.append(float(a))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} must not repeat a coefficient, got {out}")
+    return tuple(out)
