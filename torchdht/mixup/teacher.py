@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .._checks import check_positive
 from ..errors import TeacherError
 from .functional import (
     check_actions,
@@ -43,16 +44,6 @@ _REWARD_METRICS = ("val_acc", "val_loss")
 _STATE_VERSION = 1
 _DEFAULT_LR = {"reinforce": 5e-3, "unroll": 3e-4}
 _N_FEATURES = 3
-
-
-def _check_positive(value: Any, name: str, integer: bool = False) -> Any:
-    kind = "int" if integer else "float"
-    ok_types = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_types):
-        raise TypeError(f"{name} must be a positive {kind}, got {type(value).__name__}")
-    if not (value > 0) or (not integer and not math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive {kind}, got {value!r}")
-    return value
 
 
 def _check_unit(value: Any, name: str, low_open: bool, high_open: bool) -> float:
@@ -197,12 +188,12 @@ class MixupTeacher(nn.Module):
         validate: bool = False,
     ) -> None:
         super().__init__()
-        self.num_classes = _check_positive(num_classes, "num_classes", integer=True)
+        self.num_classes = check_positive(num_classes, "num_classes", integer=True)
         if policy not in _POLICIES:
             raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
         self.policy = policy
         self.actions = check_actions(actions)
-        self.alpha = float(_check_positive(alpha, "alpha"))
+        self.alpha = float(check_positive(alpha, "alpha"))
         if policy in ("reinforce", "unroll"):
             if total_steps is None:
                 raise ValueError(
@@ -210,13 +201,13 @@ class MixupTeacher(nn.Module):
                     f"steps of the run, for the progress feature (e.g. epochs * len(loader))"
                 )
         if total_steps is not None:
-            _check_positive(total_steps, "total_steps", integer=True)
+            check_positive(total_steps, "total_steps", integer=True)
         self.total_steps = total_steps
         if reward_metric not in _REWARD_METRICS:
             raise ValueError(f"reward_metric must be one of {_REWARD_METRICS}, got "
                              f"{reward_metric!r}")
         self.reward_metric = reward_metric
-        self.hidden = _check_positive(hidden, "hidden", integer=True)
+        self.hidden = check_positive(hidden, "hidden", integer=True)
         self.dropout = _check_unit(dropout, "dropout", low_open=False, high_open=True)
         if isinstance(entropy_coef, bool) or not isinstance(entropy_coef, (int, float)) or not (
             entropy_coef >= 0 and math.isfinite(entropy_coef)
@@ -228,9 +219,9 @@ class MixupTeacher(nn.Module):
         if unroll_order not in (1, 2) or isinstance(unroll_order, bool):
             raise ValueError(f"unroll_order must be 1 or 2, got {unroll_order!r}")
         self.unroll_order = int(unroll_order)
-        self.learner_lr = None if learner_lr is None else float(_check_positive(learner_lr,
+        self.learner_lr = None if learner_lr is None else float(check_positive(learner_lr,
                                                                                "learner_lr"))
-        self.fd_eps = float(_check_positive(fd_eps, "fd_eps"))
+        self.fd_eps = float(check_positive(fd_eps, "fd_eps"))
         self.init_lambda = _check_unit(init_lambda, "init_lambda", low_open=True, high_open=True)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
@@ -246,10 +237,10 @@ class MixupTeacher(nn.Module):
             drop = self.dropout if policy == "reinforce" else 0.0
             self.net = _PolicyNet(self.hidden, out, drop)
             self._init_net()
-            self.lr = float(_check_positive(lr, "lr")) if lr is not None else _DEFAULT_LR[policy]
+            self.lr = float(check_positive(lr, "lr")) if lr is not None else _DEFAULT_LR[policy]
             self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         else:
-            self.lr = None if lr is None else float(_check_positive(lr, "lr"))
+            self.lr = None if lr is None else float(check_positive(lr, "lr"))
 
         # Running state (saved by state_dict through get_extra_state).
         self.step = 0
@@ -445,7 +436,7 @@ class MixupTeacher(nn.Module):
             (0, 20)
         """
         if total_steps is not None:
-            _check_positive(total_steps, "total_steps", integer=True)
+            check_positive(total_steps, "total_steps", integer=True)
             self.total_steps = total_steps
         self.step = 0
         self._train_first = self._train_ema = None
@@ -574,7 +565,7 @@ class MixupTeacher(nn.Module):
         if xi is None:
             raise ValueError("hypergradient_step needs the learner's lr: pass lr= (or "
                              "learner_lr= to the constructor)")
-        xi = float(_check_positive(xi, "lr"))
+        xi = float(check_positive(xi, "lr"))
         if self._pending is None:
             raise TeacherError("hypergradient_step() before any training batch: call "
                                "x, y = mixup(x, y) with the teacher in training mode first")
