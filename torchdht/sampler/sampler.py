@@ -610,7 +610,14 @@ class TeachingSampler(Sampler[list[int]]):
         captured: list[Any] = []
 
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            captured.append(args[0] if args else kwargs.get("input"))
+            z = args[0] if args else kwargs.get("input")
+            captured.append(z)
+            # Check before the head runs, or a mismatch surfaces as a bare matmul error.
+            if isinstance(z, Tensor) and z.dim() >= 1 and z.shape[-1] != head.in_features:
+                raise ValueError(
+                    f"the features reaching the head have {z.shape[-1]} columns, but head has "
+                    f"in_features={head.in_features}; pass the model whose final layer is head"
+                )
 
         modes = [(m, m.training) for m in model.modules()]
         handle = head.register_forward_pre_hook(hook, with_kwargs=True)
