@@ -54,7 +54,12 @@ def run(rank: int, world: int, port: int, out: str, policy: str) -> None:
     if rank == 0:
         torch.save(torch.stack(gathered), out)
     teacher.remove()
+    dist.barrier()
     dist.destroy_process_group()
+    # gloo's threads can abort the interpreter's teardown ("terminate called
+    # without an active exception"); everything is written, so leave at once.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def reference(world: int, policy: str) -> torch.Tensor:

@@ -36,7 +36,12 @@ def run(rank: int, world: int, port: int, out: str) -> None:
     dist.all_gather(gathered, flat)
     if rank == 0:
         torch.save({"picks": torch.stack(gathered), "ranks": sampler.num_replicas}, out)
+    dist.barrier()
     dist.destroy_process_group()
+    # gloo's threads can abort the interpreter's teardown ("terminate called
+    # without an active exception"); everything is written, so leave at once.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
