@@ -28,23 +28,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("policy", ["greedy", "random"])
-def test_ddp_two_processes_match_per_rank_reference(tmp_path, policy):
+def _run_two_ranks(script: str, *args: str) -> None:
+    """Run ``script RANK 2 PORT *args`` as two processes of one gloo group on loopback."""
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available in this build")
-    out = tmp_path / "params.pt"
-    port = _free_port()
+    port = str(_free_port())
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKERS / "ddp_worker.py"),
-                str(r),
-                "2",
-                str(port),
-                str(out),
-                policy,
-            ],
+            [sys.executable, str(WORKERS / script), str(r), "2", port, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -52,6 +43,12 @@ def test_ddp_two_processes_match_per_rank_reference(tmp_path, policy):
     ]
     logs = [p.communicate(timeout=120)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+
+
+@pytest.mark.parametrize("policy", ["greedy", "random"])
+def test_ddp_two_processes_match_per_rank_reference(tmp_path, policy):
+    out = tmp_path / "params.pt"
+    _run_two_ranks("ddp_worker.py", str(out), policy)
     gathered = torch.load(out, weights_only=True)
     assert torch.equal(gathered[0], gathered[1])  # ranks stay in sync
     ref = ddp_worker.reference(2, policy)
@@ -60,20 +57,8 @@ def test_ddp_two_processes_match_per_rank_reference(tmp_path, policy):
 
 def test_teaching_sampler_shards_are_disjoint_across_real_ranks(tmp_path):
     """Two gloo ranks, world size and rank read from the process group."""
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed is not available in this build")
     out = tmp_path / "picks.pt"
-    port = _free_port()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKERS / "sampler_worker.py"), str(r), "2", str(port), str(out)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for r in range(2)
-    ]
-    logs = [p.communicate(timeout=120)[0].decode() for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    _run_two_ranks("sampler_worker.py", str(out))
     saved = torch.load(out, weights_only=True)
     assert saved["ranks"] == 2
     picks = saved["picks"]  # (rank, epoch, indices)
