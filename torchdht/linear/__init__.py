@@ -2,7 +2,9 @@
 
 Functional style: learners are stateless objects with ``loss(w, x, y)``,
 ``grad(w, x, y)`` and ``sgd_step(w, x, y, lr)``; teachers answer
-``propose(w) -> (x, y)``; :func:`run` drives the loop. See README.md here.
+``propose(w) -> (x, y)``; :func:`run` drives the loop. Parameterized teachers
+(:class:`TransformTeacher`, :class:`BlackBoxTeacher`) are trained first by
+unrolling the learner's SGD (:mod:`torchdht.linear.unroll`). See README.md here.
 """
 
 from .learners import (
@@ -14,6 +16,7 @@ from .learners import (
     Softmax,
     fit_w_star,
 )
+from .parameterized import BlackBoxTeacher, FitHistory, TransformTeacher, policy_mlp
 from .runner import History, run
 from .teachers import (
     DHTTeacher,
@@ -29,7 +32,9 @@ from .teachers import (
 )
 
 __all__ = [
+    "BlackBoxTeacher",
     "DHTTeacher",
+    "FitHistory",
     "History",
     "IMTTeacher",
     "LR",
@@ -42,9 +47,11 @@ __all__ = [
     "ScalingTeacher",
     "Softmax",
     "Teacher",
+    "TransformTeacher",
     "dht_solve",
     "fit_w_star",
     "imt_scores",
+    "policy_mlp",
     "run",
     "scaling_beta",
     "synthesize_label",
