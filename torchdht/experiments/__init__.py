@@ -16,5 +16,6 @@ EXPERIMENTS: dict[str, str] = {
     "attribution": "torchdht.experiments.attribution",
     "sampler": "torchdht.experiments.sampler",
     "mixup": "torchdht.experiments.mixup",
+    "parameterized": "torchdht.experiments.parameterized",
 }
 """Subcommand name -> module path."""

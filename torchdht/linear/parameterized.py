@@ -283,7 +283,8 @@ class _UnrolledTeacher:
             if bar is not None:
                 bar.update(1)
                 if it % 25 == 0 or it == iters - 1:
-                    bar.set_postfix(loss=f"{float(r.loss):.4g}", final=f"{float(r.final):.4g}")
+                    bar.set_postfix(loss=f"{float(r.loss.detach()):.4g}",
+                                    final=f"{float(r.final):.4g}")
         if bar is not None:
             bar.close()
         self.policy.eval()
