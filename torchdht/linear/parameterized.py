@@ -13,7 +13,8 @@ the policy, one Adam step. The learners carry over from one outer iteration to
 the next (detached, so no graph outlives an iteration and memory stays flat)
 and restart from a fresh random initialisation once they have taken
 ``horizon`` steps, so the policy is trained on the states it meets when it
-teaches. After training, :meth:`propose` answers like every other teacher in
+teaches. Their ages are staggered (learner ``k`` starts ``k / K`` of the
+horizon in), so every batch mixes early and late states. After training, :meth:`propose` answers like every other teacher in
 :mod:`torchdht.linear` and plugs into :func:`~torchdht.linear.run`.
 """
 
@@ -90,6 +91,11 @@ class FitHistory(NamedTuple):
     """Wall time of the call."""
 
 
+def _rows(mask: Tensor, like: Tensor) -> Tensor:
+    """A (K,) row mask shaped to broadcast against ``like`` (K, ...)."""
+    return mask.reshape(-1, *([1] * (like.dim() - 1)))
+
+
 class _UnrolledTeacher:
     """Shared machinery of the unrolled teachers; subclasses say what the policy sees."""
 
@@ -159,7 +165,7 @@ class _UnrolledTeacher:
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.teacher_lr,
                                           betas=tuple(betas))
         self._w: Tensor | None = None
-        self._age = 0
+        self._age: Tensor | None = None  # steps each carried learner has taken
         self.iterations = 0
 
     # ------------------------------------------------------------ subclasses
@@ -236,8 +242,17 @@ class _UnrolledTeacher:
             An :class:`~torchdht.linear.unroll.UnrollResult`.
         """
         if w0 is None:
-            if self._w is None or self._age >= self.horizon:
-                self._w, self._age = self._fresh_weights(), 0
+            if self._w is None:
+                # staggered ages: learner k's first life is shorter by k / K of the horizon,
+                # so every batch mixes early and late states (BatchNorm statistics included)
+                self._w = self._fresh_weights()
+                self._age = torch.arange(self.trajectories) * self.horizon // self.trajectories
+            else:
+                old = self._age >= self.horizon
+                if bool(old.any()):
+                    fresh = self._fresh_weights()
+                    self._w = torch.where(_rows(old, self._w), fresh, self._w)
+                    self._age = torch.where(old, torch.zeros_like(self._age), self._age)
             w0 = self._w
         if index is None:
             index = torch.randint(0, self.x.shape[0], (self.unroll, w0.shape[0]),
@@ -277,7 +292,9 @@ class _UnrolledTeacher:
             if self.grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, self.grad_clip)
             self.optimizer.step()
-            self._w, self._age = r.w, self._age + self.unroll
+            self._w = r.w
+            if self._age is not None:
+                self._age = self._age + self.unroll
             self.iterations += 1
             rows.append(torch.stack([r.loss.detach(), r.final, r.aux]))
             if bar is not None:
@@ -334,7 +351,7 @@ class _UnrolledTeacher:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "w": None if self._w is None else self._w.clone(),
-            "age": self._age,
+            "age": None if self._age is None else self._age.clone(),
             "iterations": self.iterations,
         }
 
@@ -359,7 +376,7 @@ class _UnrolledTeacher:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self._w = None if state["w"] is None else state["w"].clone()
-        self._age = int(state["age"])
+        self._age = None if state["age"] is None else state["age"].clone()
         self.iterations = int(state["iterations"])
 
     def __repr__(self) -> str:
