@@ -7,6 +7,7 @@ Functional style: learners are stateless objects with ``loss(w, x, y)``,
 unrolling the learner's SGD (:mod:`torchdht.linear.unroll`). See README.md here.
 """
 
+from .generative import GANTeacher, VAETeacher, halfmoon_gan, mnist_gan, pretrain_vae
 from .learners import (
     LR,
     LSR,
@@ -17,6 +18,7 @@ from .learners import (
     fit_w_star,
 )
 from .parameterized import BlackBoxTeacher, FitHistory, TransformTeacher, policy_mlp
+from .privacy import PrivacyTeacher, private_transform_teacher
 from .runner import History, run
 from .teachers import (
     DHTTeacher,
@@ -35,11 +37,13 @@ __all__ = [
     "BlackBoxTeacher",
     "DHTTeacher",
     "FitHistory",
+    "GANTeacher",
     "History",
     "IMTTeacher",
     "LR",
     "LSR",
     "LabelSynthesis",
+    "PrivacyTeacher",
     "LeastSquares",
     "LinearLearner",
     "Logistic",
@@ -48,10 +52,15 @@ __all__ = [
     "Softmax",
     "Teacher",
     "TransformTeacher",
+    "VAETeacher",
     "dht_solve",
     "fit_w_star",
+    "halfmoon_gan",
     "imt_scores",
+    "mnist_gan",
     "policy_mlp",
+    "pretrain_vae",
+    "private_transform_teacher",
     "run",
     "scaling_beta",
     "synthesize_label",

@@ -14,8 +14,9 @@ the next (detached, so no graph outlives an iteration and memory stays flat)
 and restart from a fresh random initialisation once they have taken
 ``horizon`` steps, so the policy is trained on the states it meets when it
 teaches. Their ages are staggered (learner ``k`` starts ``k / K`` of the
-horizon in), so every batch mixes early and late states. After training, :meth:`propose` answers like every other teacher in
-:mod:`torchdht.linear` and plugs into :func:`~torchdht.linear.run`.
+horizon in), so every batch mixes early and late states. After training,
+:meth:`propose` answers like every other teacher in :mod:`torchdht.linear` and
+plugs into :func:`~torchdht.linear.run`.
 """
 
 from __future__ import annotations
@@ -224,6 +225,28 @@ class _UnrolledTeacher:
         return torch.stack([self.learner.init(self.dim, self.generator, self.dtype)
                             for _ in range(self.trajectories)])
 
+    def _carried_weights(self) -> Tensor:
+        """The carried-over learners (K, *shape) to unroll from next, after the restart rule."""
+        if self._w is None:
+            # staggered ages: learner k's first life is shorter by k / K of the horizon,
+            # so every batch mixes early and late states (BatchNorm statistics included)
+            self._w = self._fresh_weights()
+            self._age = torch.arange(self.trajectories) * self.horizon // self.trajectories
+        else:
+            old = self._age >= self.horizon
+            if bool(old.any()):
+                fresh = self._fresh_weights()
+                self._w = torch.where(_rows(old, self._w), fresh, self._w)
+                self._age = torch.where(old, torch.zeros_like(self._age), self._age)
+        return self._w
+
+    def _carry(self, w: Tensor) -> None:
+        """Bookkeeping after an outer step: carry the learners ``w`` over and age them."""
+        self._w = w.detach()
+        if self._age is not None:
+            self._age = self._age + self.unroll
+        self.iterations += 1
+
     def unrolled_loss(
         self,
         params: dict[str, Tensor] | None = None,
@@ -242,18 +265,7 @@ class _UnrolledTeacher:
             An :class:`~torchdht.linear.unroll.UnrollResult`.
         """
         if w0 is None:
-            if self._w is None:
-                # staggered ages: learner k's first life is shorter by k / K of the horizon,
-                # so every batch mixes early and late states (BatchNorm statistics included)
-                self._w = self._fresh_weights()
-                self._age = torch.arange(self.trajectories) * self.horizon // self.trajectories
-            else:
-                old = self._age >= self.horizon
-                if bool(old.any()):
-                    fresh = self._fresh_weights()
-                    self._w = torch.where(_rows(old, self._w), fresh, self._w)
-                    self._age = torch.where(old, torch.zeros_like(self._age), self._age)
-            w0 = self._w
+            w0 = self._carried_weights()
         if index is None:
             index = torch.randint(0, self.x.shape[0], (self.unroll, w0.shape[0]),
                                   generator=self.generator)
@@ -292,10 +304,7 @@ class _UnrolledTeacher:
             if self.grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, self.grad_clip)
             self.optimizer.step()
-            self._w = r.w
-            if self._age is not None:
-                self._age = self._age + self.unroll
-            self.iterations += 1
+            self._carry(r.w)
             rows.append(torch.stack([r.loss.detach(), r.final, r.aux]))
             if bar is not None:
                 bar.update(1)
