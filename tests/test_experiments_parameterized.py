@@ -12,7 +12,7 @@ import pytest
 from torchdht.experiments import EXPERIMENTS, parameterized
 from torchdht.experiments.__main__ import main as cli
 
-ROWS = {"transform": "DHT-transform", "blackbox": "DHT-blackbox"}
+ROWS = {t: f"DHT-{t}" for t in ("transform", "blackbox", "gan", "vae", "privacy")}
 BASE_ROWS = ("SGD", "IMT", "DHT-greedy")
 
 
@@ -146,7 +146,7 @@ def test_options_checked(tmp_path):
 
 def test_registry_and_defaults():
     assert EXPERIMENTS["parameterized"] == "torchdht.experiments.parameterized"
-    assert set(parameterized.TEACHERS) >= {"transform", "blackbox"}
+    assert set(parameterized.TEACHERS) >= {"transform", "blackbox", "gan", "vae", "privacy"}
     a = _args(["--dataset", "mnist35"])
     parameterized._resolve(a)
     # the paper's setting
@@ -156,3 +156,166 @@ def test_registry_and_defaults():
     b = _args(["--quick", "--unroll", "3"])
     parameterized._resolve(b)
     assert b.unroll == 3 and b.hidden == [32, 16] and b.batch_norm is False
+    # the generative and privacy teachers' options: filled for their teacher only
+    v = _args(["--dataset", "mnist35", "--teacher", "vae"])
+    parameterized._resolve(v)
+    assert (v.vae_epochs, v.vae_latent, v.kl_weight, v.cache_dir) == (
+        100, 16, 1.0, str(parameterized.Path("runs") / "vae-cache"))
+    assert v.adv_weight is None and v.eps is None and v.privacy_fraction is None
+    g = _args(["--quick", "--teacher", "gan"])
+    parameterized._resolve(g)
+    assert (g.adv_weight, g.d_steps, g.vae_epochs, g.cache_dir) == (1.0, 1, None, None)
+    q = _args(["--quick", "--teacher", "privacy"])
+    parameterized._resolve(q)
+    parameterized._resolve(q)  # idempotent
+    assert (q.vae_epochs, q.vae_latent, q.privacy_fraction, q.penalty, q.eps) == (
+        2, 2, 0.1, 1.0, None)
+
+
+# ------------------------------------------------- generative and privacy teachers
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A fresh VAE cache for this module (never the default runs/vae-cache)."""
+    return tmp_path_factory.mktemp("vae-cache")
+
+
+def _fit_columns(out):
+    rows = _rows(out / "teacher_fit.csv")
+    assert rows and set(rows[0]) == {"outer_iter", "loss", "final", "aux", "extra", "penalty",
+                                     "discriminator"}
+    return rows
+
+
+def test_quick_halfmoon_gan(tmp_path, capsys):
+    out = tmp_path / "gan"
+    res = _run(["--teacher", "gan", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "\nDHT-gan " in printed and "final discriminator loss" in printed
+    _check_results(out, "gan")
+    for png in ("convergence.png", "halfmoon_points.png"):
+        assert (out / png).stat().st_size > 1000
+    rows = _fit_columns(out)
+    assert len(rows) == 40
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("loss", "extra",
+                                                                 "discriminator"))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["teacher_config"]["kind"] == "gan"
+    assert cfg["teacher_config"]["in_features"] == 8  # [w, w - w*, z, onehot(y)], as the paper
+    assert cfg["teacher_config"]["adv_weight"] == 1.0 and cfg["teacher_config"]["d_steps"] == 1
+    gan = cfg["gan"]
+    assert math.isfinite(gan["final_discriminator_loss"]) and gan["final_discriminator_loss"] > 0
+    assert math.isclose(gan["final_discriminator_loss"], float(rows[-1]["discriminator"]),
+                        rel_tol=1e-6)
+    assert "vae_pretraining" not in cfg and "privacy" not in cfg and res["privacy"] is None
+
+
+def test_quick_halfmoon_vae_and_load_from_cache(tmp_path, cache, capsys):
+    out = tmp_path / "vae"
+    _run(["--teacher", "vae", "--cache-dir", str(cache), "--out", str(out)])
+    assert "VAE (MLPVAE, latent 2, 2 epochs): trained in" in capsys.readouterr().out
+    _check_results(out, "vae")
+    assert (out / "halfmoon_points.png").stat().st_size > 1000
+    rows = _fit_columns(out)
+    assert all(math.isfinite(float(r["extra"])) and float(r["extra"]) >= 0 for r in rows)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["teacher_config"]["kind"] == "vae" and cfg["teacher_config"]["kl_weight"] == 1.0
+    assert cfg["teacher_config"]["in_features"] == 8  # [w, w - w*, x, onehot(y)]
+    pre = cfg["vae_pretraining"]
+    assert pre["cached"] is False and pre["seconds"] > 0 and pre["train_seconds"] > 0
+    assert pre["epochs"] == 2 and pre["latent"] == 2 and math.isfinite(pre["final_loss"])
+    assert parameterized.Path(pre["path"]).parent == cache.resolve()
+    # --load: the VAE comes from the cache and the teacher's rows are reproduced
+    again = tmp_path / "vae-loaded"
+    res = _run(["--teacher", "vae", "--cache-dir", str(cache), "--load",
+                str(out / "teacher.pt"), "--baselines", "", "--no-plots", "--out", str(again)])
+    assert "read from the cache" in capsys.readouterr().out
+    pre2 = json.loads((again / "config.json").read_text())["vae_pretraining"]
+    assert pre2["cached"] is True and pre2["path"] == pre["path"]
+    assert pre2["train_seconds"] == pre["train_seconds"]
+    assert res["teacher_seconds"] == 0.0
+    first = [r for r in _rows(out / "results.csv") if r["teacher"] == "DHT-vae"]
+    assert _rows(again / "results.csv") == first
+
+
+def test_quick_halfmoon_privacy(tmp_path, cache, capsys):
+    out = tmp_path / "privacy"
+    res = _run(["--teacher", "privacy", "--cache-dir", str(cache), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "\nDHT-privacy " in printed and " 0 violations among 60 emitted" in printed
+    _check_results(out, "privacy")
+    for png in ("convergence.png", "halfmoon_points.png", "privacy_distance.png"):
+        assert (out / png).stat().st_size > 1000
+    rows = _fit_columns(out)
+    assert all(math.isfinite(float(r["penalty"])) and float(r["penalty"]) >= 0 for r in rows)
+    cfg = json.loads((out / "config.json").read_text())
+    priv = cfg["privacy"]
+    assert res["privacy"] == priv
+    # a 10 % privacy set of the 800 training points; the teacher's pool is the rest
+    assert priv["size"] == 80 and priv["pool_size"] == 720 and cfg["pool_size"] == 720
+    assert priv["eps"] > 0 and math.isfinite(priv["eps"]) and cfg["eps"] is None
+    assert priv["eps"] == priv["nearest_pool_distance_quantiles"]["0.5"]
+    assert 0 < priv["pool_within_eps_fraction"] < 0.5
+    assert priv["emitted"] == 60 and priv["violations"] == 0
+    assert priv["min_distance"] >= priv["eps"] and priv["min_distance_over_eps"] >= 1
+    assert priv["repairs"] == sum(priv["repairs_per_seed"]) >= 0
+    assert len(priv["repairs_per_seed"]) == 2
+    st = priv["repair_stats"]
+    assert st["proposals"] >= 60 and st["violations"] == priv["repairs"]
+    assert st["resampled"] + st["projected"] + st["fallback"] == st["violations"]
+    assert cfg["teacher_config"]["kind"] == "privacy"
+    assert cfg["teacher_config"]["teacher"]["kind"] == "transform"
+    assert cfg["vae_pretraining"]["epochs"] == 2
+    # the per-example distances, recomputed from phi, all clear eps
+    dist = _rows(out / "privacy.csv")
+    assert len(dist) == 60 and {r["iter"] for r in dist} == {str(i) for i in range(1, 31)}
+    assert all(float(r["distance"]) >= priv["eps"] and r["violation"] == "0" for r in dist)
+
+
+def test_quick_mnist35_gan(tmp_path, mnist_root):
+    out = tmp_path / "mn-gan"
+    res = _run(["--dataset", "mnist35", "--teacher", "gan", "--data-root", str(mnist_root),
+                "--seeds", "1", "--iters", "6", "--outer-iters", "3", "--unroll", "3",
+                "--trajectories", "4", "--out", str(out)])
+    _check_results(out, "gan", seeds=1, iters=6)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["teacher_config"]["kind"] == "gan" and cfg["teacher_config"]["real_size"] == 1000
+    assert cfg["teacher_config"]["policy"]["class"] == "ConvGenerator"
+    assert math.isfinite(cfg["gan"]["final_discriminator_loss"])
+    assert res["teacher_seconds"] > 0
+    assert (out / "mnist_samples.png").stat().st_size > 1000
+
+
+def test_quick_mnist35_vae(tmp_path, mnist_root):
+    out = tmp_path / "mn-vae"
+    _run(["--dataset", "mnist35", "--teacher", "vae", "--data-root", str(mnist_root),
+          "--seeds", "1", "--iters", "6", "--outer-iters", "3", "--unroll", "3",
+          "--trajectories", "4", "--hidden", "32,32", "--vae-epochs", "1",
+          "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    _check_results(out, "vae", seeds=1, iters=6)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["teacher_config"]["in_features"] == 2 * 24 + 24 + 2
+    assert cfg["teacher_config"]["vae"]["class"] == "ConvVAE"
+    assert cfg["teacher_config"]["vae"]["latent"] == 16
+    pre = cfg["vae_pretraining"]
+    assert pre["architecture"] == "ConvVAE" and pre["samples"] == 1000 and not pre["cached"]
+    assert (out / "mnist_samples.png").stat().st_size > 1000
+
+
+def test_generative_options_checked(tmp_path):
+    with pytest.raises(ValueError, match="--adv-weight applies to --teacher gan"):
+        _run(["--teacher", "vae", "--adv-weight", "0.5", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="--eps applies to --teacher privacy"):
+        _run(["--teacher", "gan", "--eps", "0.1", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="--residual"):
+        _run(["--teacher", "gan", "--residual", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="privacy-fraction"):
+        _run(["--teacher", "privacy", "--privacy-fraction", "1", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="--eps must be > 0"):
+        _run(["--teacher", "privacy", "--eps", "0", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="--kl-weight must be >= 0"):
+        _run(["--teacher", "vae", "--kl-weight", "-1", "--out", str(tmp_path)])
+    root = tmp_path / "data"
+    with pytest.raises(ValueError, match="inside the data root"):
+        _run(["--teacher", "vae", "--data-root", str(root), "--cache-dir", str(root / "vae"),
+              "--out", str(tmp_path / "o")])
+    assert not (root / "vae").exists()
