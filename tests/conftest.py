@@ -11,6 +11,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def worker_env() -> dict[str, str]:
+    """The environment for worker subprocesses: they import torchdht from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def data_root() -> Path:
     """Where the offline data sets live: $TORCHDHT_DATA, else ../shared/data."""
     return Path(os.environ.get("TORCHDHT_DATA", REPO.parent / "shared" / "data"))

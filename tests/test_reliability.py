@@ -16,7 +16,7 @@ from torch import nn
 from torchdht import PerformativeTeacher
 from torchdht.functional import angle, chord_to_angle
 
-from conftest import REPO
+from conftest import REPO, worker_env
 from workers import ddp_worker
 
 WORKERS = REPO / "tests" / "workers"
@@ -38,6 +38,7 @@ def _run_two_ranks(script: str, *args: str) -> None:
             [sys.executable, str(WORKERS / script), str(r), "2", port, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            env=worker_env(),
         )
         for r in range(2)
     ]
@@ -71,7 +72,8 @@ def test_teaching_sampler_shards_are_disjoint_across_real_ranks(tmp_path):
 
 def _worker(*args: str) -> None:
     res = subprocess.run(
-        [sys.executable, str(WORKERS / "resume_worker.py"), *args], capture_output=True, text=True
+        [sys.executable, str(WORKERS / "resume_worker.py"), *args], capture_output=True, text=True,
+        env=worker_env(),
     )
     assert res.returncode == 0, res.stderr
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, worker_env
 
 WORKERS = REPO / "tests" / "workers"
 POLICIES = ["reinforce", "beta"]
@@ -31,6 +31,7 @@ def _workers(*calls: tuple[str, ...]) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=worker_env(),
         )
         for script, *args in calls
     ]
