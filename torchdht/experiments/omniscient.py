@@ -29,6 +29,7 @@ import csv
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from ..linear.teachers import (
     SGDTeacher,
 )
 
-__all__ = ["DESCRIPTION", "TEACHERS", "add_arguments", "main", "run_omniscient"]
+__all__ = ["DESCRIPTION", "TEACHERS", "add_arguments", "main", "print_table", "run_omniscient"]
 
 DESCRIPTION = (
     "Omniscient teaching of a linear learner on half-moon or MNIST 3/5: SGD, IMT, greedy DHT "
@@ -134,6 +135,37 @@ def _make_teacher(
 
 def _fmt(mean_std: tuple[float, float], digits: int) -> str:
     return f"{mean_std[0]:.{digits}f}±{mean_std[1]:.{digits}f}"
+
+
+def print_table(table: list[dict[str, Any]], checkpoints: Sequence[int]) -> None:
+    """Print one row per teacher: ``|w - w*|`` and accuracy (mean ± std) at the checkpoints.
+
+    Rows are dicts with ``teacher``, ``wall_s`` and ``dist_C`` / ``acc_C`` pairs
+    ``(mean, std)`` for each checkpoint ``C``.
+
+    Example:
+        >>> print_table([{"teacher": "SGD", "dist_5": (1.0, 0.1), "acc_5": (0.5, 0.0),
+        ...               "wall_s": 0.2}], [5])
+        teacher      |w-w*| @5       acc @5  wall s
+        -------  -------------  -----------  ------
+        SGD      1.0000±0.1000  0.500±0.000     0.2
+    """
+    head = ["teacher"] + [f"|w-w*| @{c}" for c in checkpoints] + [f"acc @{c}" for c in checkpoints]
+    head.append("wall s")
+    lines = [head]
+    for row in table:
+        lines.append(
+            [row["teacher"]]
+            + [_fmt(row[f"dist_{c}"], 4) for c in checkpoints]
+            + [_fmt(row[f"acc_{c}"], 3) for c in checkpoints]
+            + [f"{row['wall_s']:.1f}"]
+        )
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    for i, r in enumerate(lines):
+        print("  ".join(v.ljust(widths[j]) if j == 0 else v.rjust(widths[j])
+                        for j, v in enumerate(r)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
 
 
 def run_omniscient(cfg: argparse.Namespace) -> dict[str, Any]:
@@ -228,22 +260,7 @@ def run_omniscient(cfg: argparse.Namespace) -> dict[str, Any]:
         f"|w0 - w*| = {_fmt(table[0]['dist_0'], 4)}, test accuracy at w0 "
         f"{_fmt(table[0]['acc_0'], 3)}"
     )
-    head = ["teacher"] + [f"|w-w*| @{c}" for c in checkpoints] + [f"acc @{c}" for c in checkpoints]
-    head.append("wall s")
-    lines = [head]
-    for row in table:
-        lines.append(
-            [row["teacher"]]
-            + [_fmt(row[f"dist_{c}"], 4) for c in checkpoints]
-            + [_fmt(row[f"acc_{c}"], 3) for c in checkpoints]
-            + [f"{row['wall_s']:.1f}"]
-        )
-    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    for i, r in enumerate(lines):
-        print("  ".join(v.ljust(widths[j]) if j == 0 else v.rjust(widths[j])
-                        for j, v in enumerate(r)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(table, checkpoints)
     last = checkpoints[-1]
     final = {row["teacher"]: row[f"dist_{last}"][0] for row in table}
     checks = []

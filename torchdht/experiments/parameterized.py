@@ -178,7 +178,7 @@ from ..linear.parameterized import BlackBoxTeacher, TransformTeacher
 from ..linear.privacy import PrivacyTeacher, private_transform_teacher
 from ..linear.runner import History, run
 from ..linear.teachers import DHTTeacher, IMTTeacher, SGDTeacher
-from .omniscient import _decision_line, _fmt, _plt
+from .omniscient import _decision_line, _fmt, _plt, print_table
 
 __all__ = [
     "BASELINES",
@@ -969,22 +969,7 @@ def run_parameterized(args: argparse.Namespace) -> dict[str, Any]:
         f"|w0 - w*| = {_fmt(table[0]['dist_0'], 4)}, test accuracy at w0 "
         f"{_fmt(table[0]['acc_0'], 3)}"
     )
-    head = ["teacher"] + [f"|w-w*| @{c}" for c in checkpoints] + [f"acc @{c}" for c in checkpoints]
-    head.append("wall s")
-    lines = [head]
-    for row in table:
-        lines.append(
-            [row["teacher"]]
-            + [_fmt(row[f"dist_{c}"], 4) for c in checkpoints]
-            + [_fmt(row[f"acc_{c}"], 3) for c in checkpoints]
-            + [f"{row['wall_s']:.1f}"]
-        )
-    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    for i, r in enumerate(lines):
-        print("  ".join(v.ljust(widths[j]) if j == 0 else v.rjust(widths[j])
-                        for j, v in enumerate(r)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(table, checkpoints)
     if privacy is not None:
         st = privacy["repair_stats"]
         print(
