@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -123,3 +125,59 @@ def test_cap_angle_is_respected_by_default_lr():
     from torchdht.functional import angle
 
     assert float(angle(out.z, z).max()) <= chord_to_angle(0.1) + 1e-5
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 16),
+    d=st.integers(2, 24),
+    eps=st.floats(1e-3, 1.99),
+    spread=st.floats(0.0, 3.5),
+    seed=st.integers(0, 10_000),
+)
+def test_solver_projection_equals_project_cap(n, d, eps, spread, seed):
+    """The solver's few-kernel projection is the exact geodesic projection, in float64."""
+    from torchdht.functional.solve import _into_cap
+    from torchdht.functional.sphere import _fallback_tangent, project_cap
+
+    g = torch.Generator().manual_seed(seed)
+    center = normalize(torch.randn(n, d, generator=g, dtype=torch.float64))
+    v = normalize(center + spread * torch.randn(n, d, generator=g, dtype=torch.float64))
+    alpha = chord_to_angle(eps)
+    cos_a, sin_a = math.cos(alpha), math.sin(alpha)
+    fast = _into_cap(v, center, cos_a * center, cos_a, sin_a, _fallback_tangent(center))
+    torch.testing.assert_close(fast, project_cap(v, center, eps), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("eps", [0.02, 0.1, 0.5, 2.0])
+@pytest.mark.parametrize("shape", [(1, 2, 2), (7, 5, 3), (32, 64, 10)])
+def test_fast_teacher_path_equals_the_generic_torch_func_path(shape, eps, bias):
+    """greedy_teach (closed form, precomputed) against the solver driven by torch.func autograd."""
+    from torch.func import functional_call, grad
+
+    from torchdht.functional import greedy_objective, greedy_teach
+
+    n, d, c = shape
+    g = torch.Generator().manual_seed(n * 1000 + d)
+    w = 0.3 * torch.randn(c, d, generator=g, dtype=torch.float64)
+    b = 0.1 * torch.randn(c, generator=g, dtype=torch.float64) if bias else None
+    z = torch.randn(n, d, generator=g, dtype=torch.float64).relu() + 0.05
+    y = torch.randint(0, c, (n,), generator=g)
+    fast = greedy_teach(z, y, w, b, 0.2, eps=eps, solve_steps=12)
+    head = torch.nn.Linear(d, c, bias=bias).double()
+    params = {"weight": w} | ({"bias": b} if bias else {})
+    star = {"weight": fast.lookahead.weight} | ({"bias": fast.lookahead.bias} if bias else {})
+
+    def fn(p, v):
+        return functional_call(head, p, (v,))
+
+    def f(v):
+        return greedy_objective(fn, params, star, v, y, 0.2)
+
+    def fg(v):
+        return f(v), grad(lambda u: f(u).sum())(v)
+
+    generic = solve_cap(fg, z, eps, 12)
+    torch.testing.assert_close(fast.z, generic.z, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(fast.after, generic.after, rtol=1e-9, atol=1e-10)

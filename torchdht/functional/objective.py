@@ -15,7 +15,7 @@ its gradient with respect to the features.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ __all__ = [
     "greedy_objective",
     "linear_ce_objective",
     "linear_ce_objective_and_grad",
+    "linear_ce_closure",
     "ce_logit_grad",
 ]
 
@@ -208,6 +209,37 @@ def _linear_ce(
     with_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
     check_linear_args(z, targets, weight, bias)
+    fn = linear_ce_closure(targets, weight, bias, weight_star, bias_star, eta, with_grad)
+    return fn(z)
+
+
+def linear_ce_closure(
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    weight_star: Tensor,
+    bias_star: Tensor | None,
+    eta: Eta,
+    with_grad: bool = True,
+) -> Callable[[Tensor], tuple[Tensor, Tensor | None]]:
+    """``z -> (f, df/dz)`` of :func:`linear_ce_objective_and_grad` with everything else fixed.
+
+    What does not depend on ``z`` is computed once: the stacked matrix
+    ``[W; W - W*]`` (one matrix product gives the logits and ``h``), the soft
+    targets and their mass, and ``[W; -2 eta (W - W*)]`` for the gradient (one
+    more product). An iterative solver calls the result many times; it does
+    no argument checks (``z`` must be (N, D) like the targets' N).
+
+    Args:
+        See :func:`linear_ce_objective`; ``with_grad=False`` returns ``(f, None)``.
+
+    Example:
+        >>> W = torch.randn(3, 5); z = torch.randn(2, 5); y = torch.tensor([0, 2])
+        >>> fn = linear_ce_closure(y, W, None, 0.5 * W, None, 0.1)
+        >>> f, g = fn(z)
+        >>> torch.allclose(f, linear_ce_objective(z, y, W, None, 0.5 * W, None, 0.1))
+        True
+    """
     if (bias is None) != (bias_star is None):
         raise ValueError("bias and bias_star must both be tensors or both be None")
     if weight_star.shape != weight.shape:
@@ -215,24 +247,41 @@ def _linear_ce(
             f"weight_star must have the shape of weight {tuple(weight.shape)}, "
             f"got {tuple(weight_star.shape)}"
         )
+    c = weight.shape[0]
+    two_eta_sq = 2.0 * eta * eta
+    two_eta = 2.0 * eta
     d_weight = weight - weight_star
-    logits = z @ weight.T
-    h = z @ d_weight.T
-    sq_norm = z.pow(2).sum(-1)
+    # One product gives the logits and h2 = 2 eta ((W - W*) z + (b - b*)).
+    stacked_t = torch.cat([weight, two_eta * d_weight]).T
+    shift = None
     if bias is not None:
         assert bias_star is not None
-        logits = logits + bias
-        h = h + (bias - bias_star)
-        sq_norm = sq_norm + 1.0
-    p = torch.softmax(logits, dim=-1)
-    y = _soft_targets(targets, logits.shape[-1], logits.dtype)
-    mass = y.sum(-1, keepdim=True)
-    g = p * mass - y
-    g_sq = g.pow(2).sum(-1)
-    f = eta * eta * g_sq * sq_norm - 2.0 * eta * (g * h).sum(-1)
-    if not with_grad:
-        return f, None
-    v = (2.0 * eta * eta) * sq_norm.unsqueeze(-1) * g - (2.0 * eta) * h
-    jv = mass * (p * v - p * (p * v).sum(-1, keepdim=True))
-    dz = jv @ weight + (2.0 * eta * eta) * g_sq.unsqueeze(-1) * z - (2.0 * eta) * (g @ d_weight)
-    return f, dz
+        shift = torch.cat([bias, two_eta * (bias - bias_star)])
+    hard = not targets.is_floating_point()  # one-hot targets: mass 1, g = p - y
+    y = _soft_targets(targets, c, weight.dtype)
+    mass = None if hard else y.sum(-1, keepdim=True)
+    back = torch.cat([weight, -two_eta * d_weight]) if with_grad else None  # (2C, D)
+    eta_sq = 0.5 * two_eta_sq
+    with_bias = bias is not None
+
+    def fn(z: Tensor) -> tuple[Tensor, Tensor | None]:
+        zw = z @ stacked_t if shift is None else torch.addmm(shift, z, stacked_t)
+        logits, h2 = zw[:, :c], zw[:, c:]
+        sq_norm = (z * z).sum(-1)
+        if with_bias:
+            sq_norm = sq_norm + 1.0
+        p = torch.softmax(logits, dim=-1)
+        g = p - y if mass is None else p * mass - y
+        g_sq = (g * g).sum(-1)
+        f = eta_sq * g_sq * sq_norm - (g * h2).sum(-1)
+        if back is None:
+            return f, None
+        v = (two_eta_sq * sq_norm).unsqueeze(-1) * g - h2
+        pv = p * v
+        jv = pv - p * pv.sum(-1, keepdim=True)
+        if mass is not None:
+            jv = mass * jv
+        dz = torch.cat([jv, g], -1) @ back + (two_eta_sq * g_sq).unsqueeze(-1) * z
+        return f, dz
+
+    return fn

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .lookahead import LinearLookahead, linear_lookahead
-from .objective import linear_ce_objective, linear_ce_objective_and_grad
+from .objective import check_linear_args, linear_ce_closure, linear_ce_objective
 from .solve import solve_cap
 from .sphere import normalize, sample_cap
 
@@ -131,10 +131,9 @@ def greedy_teach(
     la_lr = eta if lookahead_lr is None else lookahead_lr
     zs, valid, la = _prepare(z, targets, weight, bias, la_lr, lookahead_steps, feature_grad)
 
-    def objective_and_grad(v: Tensor) -> tuple[Tensor, Tensor]:
-        return linear_ce_objective_and_grad(v, targets, weight, bias, la.weight, la.bias, eta)
-
-    res = solve_cap(objective_and_grad, zs, eps, solve_steps, solve_lr)
+    check_linear_args(zs, targets, weight, bias)
+    fn = linear_ce_closure(targets, weight, bias, la.weight, la.bias, eta)
+    res = solve_cap(fn, zs, eps, solve_steps, solve_lr)  # type: ignore[arg-type]
     return _finish(z, zs, res.z, res.before, res.after, valid, la)
 
 

@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .sphere import _fallback_tangent, _project, chord_to_angle, normalize
+from .sphere import _fallback_tangent, chord_to_angle, normalize
 
 __all__ = ["SolveResult", "solve_cap", "default_solve_lr"]
 
@@ -93,20 +93,43 @@ def solve_cap(
     f, g = objective_and_grad(z)
     before = f
     step = torch.full_like(radius, float(lr))
-    moved = torch.zeros_like(radius, dtype=torch.bool)
-    fallback = _fallback_tangent(center) if alpha < math.pi else None
+    cap = alpha < math.pi  # else the cap is the whole sphere: no projection
+    if cap:
+        fallback = _fallback_tangent(center)
+        cos_a, sin_a = math.cos(alpha), math.sin(alpha)
+        rim_center = cos_a * center
     for _ in range(steps):
-        rg = radius * g  # gradient with respect to the unit direction u
-        tangent = rg - (rg * u).sum(-1, keepdim=True) * u
-        direction = -normalize(tangent)
-        cand = torch.cos(step) * u + torch.sin(step) * direction
-        cand = normalize(cand) if fallback is None else _project(cand, center, fallback, alpha)
+        # Riemannian step: the tangent part of the gradient (radius only scales it), then
+        # along the geodesic from u by each row's angular step.
+        tangent = g - (g * u).sum(-1, keepdim=True) * u
+        cand = normalize(torch.cos(step) * u - torch.sin(step) * normalize(tangent))
+        if cap:
+            cand = _into_cap(cand, center, rim_center, cos_a, sin_a, fallback)
         f_new, g_new = objective_and_grad(radius * cand)
-        accept = (f_new < f).unsqueeze(-1)
-        u = torch.where(accept, cand, u)
-        g = torch.where(accept, g_new, g)
-        f = torch.where(accept.squeeze(-1), f_new, f)
-        step = torch.where(accept, step, 0.5 * step)
-        moved = moved | accept
-    # Rows that never moved come back bit-identical, not as radius * (z / radius).
+        accept = f_new < f
+        keep = accept.unsqueeze(-1)
+        u = torch.where(keep, cand, u)
+        g = torch.where(keep, g_new, g)
+        f = torch.where(accept, f_new, f)
+        step = torch.where(keep, step, 0.5 * step)
+    # f falls strictly at every accepted step, so the rows that moved are those with f < before;
+    # the others come back bit-identical, not as radius * (z / radius).
+    moved = (f < before).unsqueeze(-1)
     return SolveResult(torch.where(moved, radius * u, z), before, f)
+
+
+def _into_cap(
+    v: Tensor, center: Tensor, rim_center: Tensor, cos_a: float, sin_a: float, fallback: Tensor
+) -> Tensor:
+    """Geodesic projection of unit rows ``v`` into the caps (``alpha < pi``), in few kernels.
+
+    The same point as :func:`~torchdht.functional.sphere.project_cap`: ``v``
+    when its angle to the centre is at most ``alpha`` (tested as
+    ``cos >= cos(alpha)``), else the rim point on the great circle through
+    ``v``; ``rim_center`` is ``cos(alpha) * center``, precomputed.
+    """
+    cos_t = (v * center).sum(-1, keepdim=True)
+    tang = v - cos_t * center
+    tang_norm = tang.norm(dim=-1, keepdim=True)
+    direction = torch.where(tang_norm > 1e-12, tang / tang_norm.clamp_min(1e-30), fallback)
+    return torch.where(cos_t >= cos_a, v, rim_center + sin_a * direction)
