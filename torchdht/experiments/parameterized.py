@@ -647,9 +647,9 @@ def _resolve(args: argparse.Namespace) -> None:
     if args.batch_norm is None:
         args.batch_norm = args.dataset == "mnist35"
     # teacher-specific options: filled for their teachers only (None otherwise)
-    for key, value in GENERATIVE.items():
+    for key, default in GENERATIVE.items():
         if getattr(args, key) is None and applies(key):
-            setattr(args, key, value)
+            setattr(args, key, default)
     if args.vae_latent is None and applies("vae_latent"):
         args.vae_latent = VAE_LATENT[args.dataset]
     for key in ("adv_weight", "kl_weight", "penalty"):

@@ -164,7 +164,7 @@ class _UnrolledTeacher:
         self.policy = policy.to(self.dtype)
         self._check_policy()
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.teacher_lr,
-                                          betas=tuple(betas))
+                                          betas=(float(betas[0]), float(betas[1])))
         self._w: Tensor | None = None
         self._age: Tensor | None = None  # steps each carried learner has taken
         self.iterations = 0
@@ -227,7 +227,7 @@ class _UnrolledTeacher:
 
     def _carried_weights(self) -> Tensor:
         """The carried-over learners (K, *shape) to unroll from next, after the restart rule."""
-        if self._w is None:
+        if self._w is None or self._age is None:
             # staggered ages: learner k's first life is shorter by k / K of the horizon,
             # so every batch mixes early and late states (BatchNorm statistics included)
             self._w = self._fresh_weights()
