@@ -319,3 +319,29 @@ def test_generative_options_checked(tmp_path):
         _run(["--teacher", "vae", "--data-root", str(root), "--cache-dir", str(root / "vae"),
               "--out", str(tmp_path / "o")])
     assert not (root / "vae").exists()
+
+
+def test_quick_halfmoon_transform_in_the_data_box(tmp_path, capsys):
+    """--box: the learned teacher's examples stay in greedy DHT's feasible set."""
+    import torch
+
+    from torchdht.data import load_halfmoon
+    from torchdht.linear import LR, TransformTeacher
+
+    out = tmp_path / "box"
+    assert cli(["parameterized", "--quick", "--box", "--no-progress", "--no-plots",
+                "--out", str(out)]) == 0
+    capsys.readouterr()
+    cfg = json.loads((out / "config.json").read_text())
+    lo, hi = (torch.tensor(b) for b in cfg["teacher_config"]["box"])
+    x = load_halfmoon().x_train
+    torch.testing.assert_close(lo, x.min(0).values)
+    torch.testing.assert_close(hi, x.max(0).values)
+    state = torch.load(out / "teacher.pt", weights_only=False)
+    t = TransformTeacher(LR, (x, LR.targets(load_halfmoon().y_train).float()), 1e-3,
+                         w_star=torch.zeros(2), box=(lo, hi),
+                         **{k: state["config"][k] for k in ("unroll", "trajectories", "horizon")})
+    t.load_state_dict(state)  # the same configuration, box included
+    for _ in range(30):
+        xt, _ = t.propose(torch.randn(2) * 3)
+        assert bool(((xt >= lo) & (xt <= hi)).all())

@@ -307,3 +307,35 @@ def test_bad_inputs_name_the_argument():
         BlackBoxTeacher(LR, (x, y), 0.1, validation=(torch.zeros(0, 2), torch.ones(0)))
     with pytest.raises(ValueError, match="lr"):
         TransformTeacher(LR, (x, y), 0.0, w_star=ws)
+
+
+def test_box_squashes_every_example_into_the_box_and_keeps_exact_gradients():
+    lo, hi = torch.tensor([-1.0, -0.5], dtype=D64), torch.tensor([2.0, 0.5], dtype=D64)
+    t = _teacher(dtype=D64, box=(lo, hi))
+    t.fit(3)
+    for _ in range(20):
+        x, _ = t.propose(torch.randn(2, dtype=D64) * 5)
+        assert bool(((x >= lo) & (x <= hi)).all())
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in t.policy.named_parameters()}
+    w0 = torch.zeros(4, 2, dtype=D64)
+    index = torch.randint(0, 64, (6, 4), generator=torch.Generator().manual_seed(2))
+    loss = t.unrolled_loss(params, w0, index).loss
+    grads = torch.autograd.grad(loss, list(params.values()))
+    direction = {k: torch.randn_like(v) for k, v in params.items()}
+    analytic = sum((g * direction[k]).sum() for (k, _), g in zip(params.items(), grads))
+    with torch.no_grad():
+        up = {k: v + 1e-6 * direction[k] for k, v in params.items()}
+        dn = {k: v - 1e-6 * direction[k] for k, v in params.items()}
+        fd = (t.unrolled_loss(up, w0, index).loss - t.unrolled_loss(dn, w0, index).loss) / 2e-6
+    torch.testing.assert_close(analytic, fd, rtol=1e-5, atol=1e-9)
+
+
+def test_box_bad_inputs():
+    with pytest.raises(ValueError, match="residual"):
+        _teacher(box=(torch.zeros(2), torch.ones(2)), residual=True)
+    with pytest.raises(ValueError, match=r"box: lo and hi must have shape \(2,\)"):
+        _teacher(box=(torch.zeros(3), torch.ones(3)))
+    with pytest.raises(ValueError, match="lo < hi"):
+        _teacher(box=(torch.ones(2), torch.zeros(2)))
+    with pytest.raises(ValueError, match="box"):  # a checkpoint with another box is refused
+        _teacher(box=(torch.zeros(2), torch.ones(2))).load_state_dict(_teacher().state_dict())

@@ -118,7 +118,10 @@ privacy teachers' policy; the MNIST GAN's generator is the DCGAN and ignores
 onehot(y)]`` for the black-box teacher, ``[w, w - w*, z, onehot(y)]`` for the
 GAN): 8 (6) wide on half-moon as in the paper, and 2*24 + 24 + 2 = 74 (50) on
 MNIST 3/5, where the paper's 82 (58) comes from a 10-class one-hot label;
-ours is a 2-class one-hot, as the learner has two classes.
+ours is a 2-class one-hot, as the learner has two classes. The policy's output
+is unconstrained, as in the paper; ``--box`` squashes it into the training
+data's per-dimension ``[min, max]`` (greedy DHT's feasible set) with a sigmoid,
+for a like-for-like comparison with greedy DHT.
 
 Details:
 
@@ -224,7 +227,7 @@ OWNERS = {
     "adv_weight": ("gan",), "d_steps": ("gan",), "kl_weight": ("vae",),
     "vae_epochs": ("vae", "privacy"), "vae_latent": ("vae", "privacy"),
     "cache_dir": ("vae", "privacy"), "eps": ("privacy",), "privacy_fraction": ("privacy",),
-    "penalty": ("privacy",),
+    "penalty": ("privacy",), "box": ("transform", "blackbox", "privacy"),
 }
 """The teachers each teacher-specific option applies to (given with another one: an error)."""
 EPS_QUANTILE = 0.5
@@ -244,8 +247,17 @@ not written to config.json as is): ``vae_info`` (config.json's ``vae_pretraining
 ``privacy_set`` and ``privacy_info``."""
 
 
-def _policy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def _data_box(data: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """The training set's per-dimension ``[min, max]``: greedy DHT's feasible set."""
+    x = data["x"]
+    return x.min(0).values, x.max(0).values
+
+
+def _policy_kwargs(args: argparse.Namespace,
+                   data: dict[str, Any] | None = None) -> dict[str, Any]:
+    box = _data_box(data) if args.box and data is not None else None
     return {
+        "box": box,
         "hidden": tuple(args.hidden),
         "batch_norm": bool(args.batch_norm),
         "residual": bool(args.residual),
@@ -265,7 +277,7 @@ def _build_transform(learner: LinearLearner, data: dict[str, Any], lr: float, w_
                      args: argparse.Namespace) -> TransformTeacher:
     """The omniscient data-transformation teacher on the whole training set."""
     return TransformTeacher(learner, (data["x"], data["y"]), lr, w_star=w_star,
-                            **_policy_kwargs(args))
+                            **_policy_kwargs(args, data))
 
 
 def _validation_split(n: int) -> int:
@@ -287,7 +299,7 @@ def _build_blackbox(learner: LinearLearner, data: dict[str, Any], lr: float, w_s
     x, y = data["x"], data["y"]
     k = _validation_split(x.shape[0])
     return BlackBoxTeacher(learner, (x[:k], y[:k]), lr, validation=(x[k:], y[k:]),
-                           **_policy_kwargs(args))
+                           **_policy_kwargs(args, data))
 
 
 def _side(args: argparse.Namespace) -> dict[str, Any]:
@@ -302,7 +314,7 @@ def _side(args: argparse.Namespace) -> dict[str, Any]:
 def _teacher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The unrolling options every teacher takes (no policy architecture)."""
     kw = _policy_kwargs(args)
-    for key in ("hidden", "batch_norm", "residual"):
+    for key in ("hidden", "batch_norm", "residual", "box"):
         kw.pop(key)
     return kw
 
@@ -490,7 +502,7 @@ def _build_privacy(learner: LinearLearner, data: dict[str, Any], lr: float, w_st
         raise ValueError(f"eps must be > 0, got {eps} (the private examples have public copies "
                          "in phi-space; pass --eps)")
     to_private = torch.cdist(f_pool, f_priv).min(dim=1).values
-    kw = _policy_kwargs(args)
+    kw = _policy_kwargs(args, data)
     seed = kw.pop("seed")
     teacher = private_transform_teacher(learner, pool, lr, w_star=w_star, privacy_set=private,
                                         eps=eps, phi=phi, penalty=args.penalty, seed=seed, **kw)
@@ -572,6 +584,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="batch norm in the policy (default: on for MNIST, off for half-moon)")
     g.add_argument("--residual", action="store_true",
                    help="the policy outputs a correction added to x")
+    g.add_argument("--box", action="store_const", const=True, default=None,
+                   help="squash the policy's examples into the training data's per-dimension "
+                   "[min, max] box, greedy DHT's feasible set (transform, blackbox, privacy; "
+                   "default: unconstrained, as in the paper)")
     g.add_argument("--teacher-seed", type=int, default=10_000,
                    help="seed of the teacher's generator (default: 10000; not an eval seed)")
     g.add_argument("--load", default=None, metavar="PATH",

@@ -1003,6 +1003,8 @@ class GANTeacher(_GenerativeTeacher):
         for bad in ("policy", "hidden", "batch_norm", "residual"):
             if bad in kwargs:
                 raise TypeError(f"GANTeacher takes generator= instead of {bad}=")
+        if "box" in kwargs:
+            raise TypeError("GANTeacher's examples come from its generator; box= does not apply")
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
         if not isinstance(discriminator, nn.Module):
@@ -1337,8 +1339,9 @@ class VAETeacher(_GenerativeTeacher):
     ) -> None:
         _check_learner(learner)
         px, _ = _check_pool(learner, pool)
-        if "residual" in kwargs:
-            raise TypeError("VAETeacher's policy outputs latent codes; residual= does not apply")
+        for bad in ("residual", "box"):
+            if bad in kwargs:
+                raise TypeError(f"VAETeacher's policy outputs latent codes; {bad}= does not apply")
         checked = _check_vae(vae)
         if to_features is not None and not callable(to_features):
             raise TypeError("to_features must be callable (samples -> (N, D) features) or None")

@@ -112,6 +112,7 @@ class _UnrolledTeacher:
         hidden: Sequence[int] = (32, 16),
         batch_norm: bool = False,
         residual: bool = False,
+        box: tuple[Tensor, Tensor] | None = None,
         unroll: int = 40,
         truncate: int | None = None,
         alpha: float = 0.0,
@@ -147,6 +148,7 @@ class _UnrolledTeacher:
             raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip!r}")
         self.grad_clip = grad_clip
         self.residual = bool(residual)
+        self.box = self._check_box(box)
         self.state_grad = bool(state_grad)
         self.generator = _generator(seed)
         self.classes = learner.num_outputs if learner.num_outputs > 1 else 2
@@ -184,6 +186,22 @@ class _UnrolledTeacher:
         return {}
 
     # ------------------------------------------------------------ the policy
+    def _check_box(self, box: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor] | None:
+        if box is None:
+            return None
+        if self.residual:
+            raise ValueError("box and residual=True cannot be combined: with a box the policy's "
+                             "output is squashed into it, not added to x")
+        if not isinstance(box, (tuple, list)) or len(box) != 2:
+            raise TypeError("box must be a pair (lo, hi) of tensors of shape (D,)")
+        lo, hi = (torch.as_tensor(b, dtype=self.dtype) for b in box)
+        if lo.shape != (self.dim,) or hi.shape != (self.dim,):
+            raise ValueError(f"box: lo and hi must have shape ({self.dim},) to match the pool's "
+                             f"D={self.dim} features, got {tuple(lo.shape)} and {tuple(hi.shape)}")
+        if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all() & (lo < hi).all()):
+            raise ValueError("box: lo and hi must be finite with lo < hi in every dimension")
+        return lo.clone(), hi.clone()
+
     def _check_policy(self) -> None:
         probe = torch.zeros(2, self.in_features, dtype=self.dtype)
         was = self.policy.training
@@ -218,6 +236,9 @@ class _UnrolledTeacher:
             out = self.policy(inp)
         else:
             out = functional_call(self.policy, params, (inp,))
+        if self.box is not None:
+            lo, hi = self.box
+            return lo + (hi - lo) * torch.sigmoid(out)
         return x + out if self.residual else out
 
     # ---------------------------------------------------------------- training
@@ -346,6 +367,7 @@ class _UnrolledTeacher:
             "trajectories": self.trajectories,
             "horizon": self.horizon,
             "residual": self.residual,
+            "box": None if self.box is None else [b.tolist() for b in self.box],
             "state_grad": self.state_grad,
             "policy": self._arch,
             "in_features": self.in_features,
@@ -413,6 +435,10 @@ class TransformTeacher(_UnrolledTeacher):
             paper's half-moon policy).
         batch_norm: BatchNorm1d after each hidden layer of the default policy.
         residual: the policy outputs a correction added to ``x``.
+        box: ``(lo, hi)`` of shape (D,): squash the policy's output into the
+            box, ``x~ = lo + (hi - lo) * sigmoid(output)`` (default: no
+            constraint, as in the paper; greedy DHT's feasible set is the data's
+            box, so this makes the two comparable).
         unroll: unrolled steps per outer iteration, ``v`` (default 40).
         truncate: back-propagate through the last ``truncate`` steps only.
         alpha: weight of the auxiliary loss (default 0).
