@@ -69,6 +69,10 @@ def test_quick_mode_runs_and_resumes(tmp_path: Path) -> None:
     assert again["timings"]["mnist"]["runs_reused"] == 16
     assert again["timings"]["cifar"]["runs_reused"] == 6
     assert [r["acc_mean"] for r in again["mnist"]] == [r["acc_mean"] for r in res["mnist"]]
+    # More seeds later: the saved seeds are reused, only the new ones run.
+    more = att.main([*argv, "--parts", "mnist", "--conditions", "sgd", "--seeds", "3"])
+    assert more["timings"]["mnist"]["runs_reused"] == 2
+    assert more["timings"]["mnist"]["runs"] == 3
 
 
 def test_bad_arguments(tmp_path: Path) -> None:

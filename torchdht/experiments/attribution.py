@@ -812,7 +812,7 @@ def _run_part(jobs: list[dict], out: Path, workers: int, resume: bool, progress:
         f = run_dir / f"{job['part']}__{job['condition']['name']}__seed{job['seed']}.json"
         if resume and f.is_file():
             saved = json.loads(f.read_text())
-            if saved.get("job") == job:
+            if _identity(saved.get("job")) == _identity(job):
                 records.append(saved["result"])
                 continue
         todo.append((job, f))
@@ -852,6 +852,27 @@ def _run_part(jobs: list[dict], out: Path, workers: int, resume: bool, progress:
     finally:
         bar.close()
     return records, time.perf_counter() - start, reused
+
+
+def _identity(job: Any) -> Any:
+    """What decides a run's result: the job without the seed count and the folders.
+
+    A run saved by ``--seeds 3`` is the same run under ``--seeds 5``, and moving
+    the data or the output folder does not change it.
+
+    Example:
+        >>> a = {"seed": 0, "settings": {"seeds": 3, "iters": 9}, "data_root": "a",
+        ...      "cache_dir": "x"}
+        >>> _identity(a) == _identity({**a, "settings": {"seeds": 5, "iters": 9},
+        ...                            "data_root": "/b"})
+        True
+    """
+    if not isinstance(job, dict):
+        return job
+    out = {k: v for k, v in job.items() if k not in ("data_root", "cache_dir")}
+    if isinstance(out.get("settings"), dict):
+        out["settings"] = {k: v for k, v in out["settings"].items() if k != "seeds"}
+    return out
 
 
 def _jobs(part: str, conds: Sequence[Condition], s: PartSettings, args: argparse.Namespace,
