@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -46,7 +46,8 @@ from ..linear.teachers import (
     SGDTeacher,
 )
 
-__all__ = ["DESCRIPTION", "TEACHERS", "add_arguments", "main", "print_table", "run_omniscient"]
+__all__ = ["DESCRIPTION", "TEACHERS", "add_arguments", "main", "plot_convergence", "print_table",
+           "run_omniscient"]
 
 DESCRIPTION = (
     "Omniscient teaching of a linear learner on half-moon or MNIST 3/5: SGD, IMT, greedy DHT "
@@ -276,7 +277,12 @@ def run_omniscient(cfg: argparse.Namespace) -> dict[str, Any]:
     print(f"wrote {out}")
 
     if not cfg.no_plots:
-        _plot_convergence(out / "convergence.png", histories, cfg)
+        plot_convergence(
+            out / "convergence.png", histories,
+            f"omniscient teaching, {cfg.dataset}, {cfg.learner.upper()} learner, lr {cfg.lr:g}, "
+            f"mean ± std over {cfg.seeds} seeds",
+            dashed=lambda name: name.endswith("+Label"),
+        )
         if cfg.dataset == "halfmoon":
             _plot_halfmoon(out / "halfmoon_points.png", histories, x, s.y_train, w_star, cfg)
         elif data["projection"] is not None:
@@ -293,16 +299,21 @@ def _plt() -> Any:
     return plt
 
 
-def _plot_convergence(
-    path: Path, histories: dict[str, list[History]], cfg: argparse.Namespace
+def plot_convergence(
+    path: Path,
+    histories: dict[str, list[History]],
+    title: str,
+    dashed: Callable[[str], bool] = lambda name: False,
 ) -> None:
+    """``|w - w*|`` and test accuracy against the iteration, mean ± std over seeds, one line
+    per teacher (``dashed(name)`` picks the dashed ones); saved as a PNG at ``path``."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    it = torch.arange(cfg.iters + 1).numpy()
     for n, hs in histories.items():
-        style = "--" if n.endswith("+Label") else "-"
+        style = "--" if dashed(n) else "-"
         for ax, key in zip(axes, ("distance", "accuracy")):
             v = torch.stack([getattr(h, key) for h in hs]).double()
+            it = torch.arange(v.shape[1]).numpy()
             m, sd = v.mean(0).numpy(), v.std(0, unbiased=False).numpy()
             line = ax.plot(it, m, style, label=n)[0]
             ax.fill_between(it, m - sd, m + sd, color=line.get_color(), alpha=0.15)
@@ -312,10 +323,7 @@ def _plot_convergence(
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(
-        f"omniscient teaching, {cfg.dataset}, {cfg.learner.upper()} learner, lr {cfg.lr:g}, "
-        f"mean ± std over {cfg.seeds} seeds"
-    )
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

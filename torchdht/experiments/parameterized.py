@@ -181,7 +181,7 @@ from ..linear.parameterized import BlackBoxTeacher, TransformTeacher
 from ..linear.privacy import PrivacyTeacher, private_transform_teacher
 from ..linear.runner import History, run
 from ..linear.teachers import DHTTeacher, IMTTeacher, SGDTeacher
-from .omniscient import _decision_line, _fmt, _plt, print_table
+from .omniscient import _decision_line, _fmt, _plt, plot_convergence, print_table
 
 __all__ = [
     "BASELINES",
@@ -999,7 +999,12 @@ def run_parameterized(args: argparse.Namespace) -> dict[str, Any]:
     print(f"wrote {out}")
 
     if not args.no_plots:
-        _plot_convergence(out / "convergence.png", histories, args)
+        plot_convergence(
+            out / "convergence.png", histories,
+            f"parameterized teaching ({args.teacher}), {args.dataset}, LR learner, "
+            f"lr {args.lr:g}, mean ± std over {args.seeds} seeds",
+            dashed=lambda name: not (name.startswith("DHT-") and name != "DHT-greedy"),
+        )
         if args.dataset == "halfmoon":
             _plot_halfmoon(out / "halfmoon_points.png", teacher, histories[name][0], data,
                            w_star, name, args, private=side.get("privacy_set"))
@@ -1026,31 +1031,6 @@ def run_parameterized(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ pictures
-def _plot_convergence(path: Path, histories: dict[str, list[History]],
-                      args: argparse.Namespace) -> None:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    it = torch.arange(args.iters + 1).numpy()
-    for n, hs in histories.items():
-        style = "-" if n.startswith("DHT-") and n != "DHT-greedy" else "--"
-        for ax, key in zip(axes, ("distance", "accuracy")):
-            v = torch.stack([getattr(h, key) for h in hs]).double()
-            m, sd = v.mean(0).numpy(), v.std(0, unbiased=False).numpy()
-            line = ax.plot(it, m, style, label=n)[0]
-            ax.fill_between(it, m - sd, m + sd, color=line.get_color(), alpha=0.15)
-    axes[0].set_ylabel("|w - w*|")
-    axes[1].set_ylabel("test accuracy")
-    for ax in axes:
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(
-        f"parameterized teaching ({args.teacher}), {args.dataset}, LR learner, lr {args.lr:g}, "
-        f"mean ± std over {args.seeds} seeds"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _generated(teacher: Any, w: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:
