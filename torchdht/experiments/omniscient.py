@@ -47,7 +47,7 @@ from ..linear.teachers import (
 )
 
 __all__ = ["DESCRIPTION", "TEACHERS", "add_arguments", "main", "plot_convergence", "print_table",
-           "run_omniscient"]
+           "run_omniscient", "summarise"]
 
 DESCRIPTION = (
     "Omniscient teaching of a linear learner on half-moon or MNIST 3/5: SGD, IMT, greedy DHT "
@@ -138,6 +138,29 @@ def _fmt(mean_std: tuple[float, float], digits: int) -> str:
     return f"{mean_std[0]:.{digits}f}±{mean_std[1]:.{digits}f}"
 
 
+def summarise(histories: dict[str, list[History]], names: Sequence[str],
+              wall: dict[str, float], checkpoints: Sequence[int], path: Path) -> list[dict]:
+    """Per teacher: ``|w - w*|`` and accuracy (mean, std over seeds) at iteration 0 and the
+    checkpoints, plus ``wall_s``; written to ``path`` as CSV and returned as table rows."""
+    table = []
+    for n in names:
+        dist = torch.stack([h.distance for h in histories[n]]).double()
+        acc = torch.stack([h.accuracy for h in histories[n] if h.accuracy is not None])
+        row: dict[str, Any] = {"teacher": n, "wall_s": wall[n]}
+        for c in [0, *checkpoints]:
+            row[f"dist_{c}"] = (float(dist[:, c].mean()), float(dist[:, c].std(unbiased=False)))
+            row[f"acc_{c}"] = (float(acc[:, c].mean()), float(acc[:, c].std(unbiased=False)))
+        table.append(row)
+    with open(path, "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["teacher", "iter", "dist_mean", "dist_std", "acc_mean", "acc_std", "wall_s"])
+        for row in table:
+            for c in [0, *checkpoints]:
+                wr.writerow([row["teacher"], c, *row[f"dist_{c}"], *row[f"acc_{c}"],
+                             f"{row['wall_s']:.3f}"])
+    return table
+
+
 def print_table(table: list[dict[str, Any]], checkpoints: Sequence[int]) -> None:
     """Print one row per teacher: ``|w - w*|`` and accuracy (mean ± std) at the checkpoints.
 
@@ -221,22 +244,7 @@ def run_omniscient(cfg: argparse.Namespace) -> dict[str, Any]:
                     wr.writerow([n, seed, it, f"{float(h.distance[it]):.8g}",
                                  f"{float(h.accuracy[it]):.6g}"])
     checkpoints = [c for c in CHECKPOINTS if c <= cfg.iters] or [cfg.iters]
-    table = []
-    for n in names:
-        dist = torch.stack([h.distance for h in histories[n]])
-        acc = torch.stack([h.accuracy for h in histories[n] if h.accuracy is not None])
-        row: dict[str, Any] = {"teacher": n, "wall_s": wall[n]}
-        for c in [0, *checkpoints]:
-            row[f"dist_{c}"] = (float(dist[:, c].mean()), float(dist[:, c].std(unbiased=False)))
-            row[f"acc_{c}"] = (float(acc[:, c].mean()), float(acc[:, c].std(unbiased=False)))
-        table.append(row)
-    with open(out / "summary.csv", "w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["teacher", "iter", "dist_mean", "dist_std", "acc_mean", "acc_std", "wall_s"])
-        for row in table:
-            for c in [0, *checkpoints]:
-                wr.writerow([row["teacher"], c, *row[f"dist_{c}"], *row[f"acc_{c}"],
-                             f"{row['wall_s']:.3f}"])
+    table = summarise(histories, names, wall, checkpoints, out / "summary.csv")
     config = {k: v for k, v in vars(cfg).items() if not k.startswith("_")}
     config.update(
         w_star_recipe=f"fit_w_star: mean loss + {cfg.l2}/2 |w|^2, damped Newton (float64) to "

@@ -181,7 +181,7 @@ from ..linear.parameterized import BlackBoxTeacher, TransformTeacher
 from ..linear.privacy import PrivacyTeacher, private_transform_teacher
 from ..linear.runner import History, run
 from ..linear.teachers import DHTTeacher, IMTTeacher, SGDTeacher
-from .omniscient import _decision_line, _fmt, _plt, plot_convergence, print_table
+from .omniscient import _decision_line, _fmt, _plt, plot_convergence, print_table, summarise
 
 __all__ = [
     "BASELINES",
@@ -896,22 +896,7 @@ def run_parameterized(args: argparse.Namespace) -> dict[str, Any]:
                     d = float(dists[seed, it])
                     wr.writerow([seed, it + 1, f"{d:.8g}", int(d < eps)])
     checkpoints = _checkpoints(args.iters)
-    table = []
-    for r in labels:
-        dist = torch.stack([h.distance for h in histories[r]]).double()
-        acc = torch.stack([h.accuracy for h in histories[r] if h.accuracy is not None])
-        row: dict[str, Any] = {"teacher": r, "wall_s": wall[r]}
-        for c in [0, *checkpoints]:
-            row[f"dist_{c}"] = (float(dist[:, c].mean()), float(dist[:, c].std(unbiased=False)))
-            row[f"acc_{c}"] = (float(acc[:, c].mean()), float(acc[:, c].std(unbiased=False)))
-        table.append(row)
-    with open(out / "summary.csv", "w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["teacher", "iter", "dist_mean", "dist_std", "acc_mean", "acc_std", "wall_s"])
-        for row in table:
-            for c in [0, *checkpoints]:
-                wr.writerow([row["teacher"], c, *row[f"dist_{c}"], *row[f"acc_{c}"],
-                             f"{row['wall_s']:.3f}"])
+    table = summarise(histories, labels, wall, checkpoints, out / "summary.csv")
     fit_loss = None
     if fit_hist is not None and len(fit_hist.loss):
         fit_loss = (float(fit_hist.loss[0]), float(fit_hist.loss[-1]))

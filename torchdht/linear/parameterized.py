@@ -92,6 +92,17 @@ class FitHistory(NamedTuple):
     """Wall time of the call."""
 
 
+def check_config(mine: dict[str, Any], theirs: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose configuration differs, naming the keys that differ."""
+    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {theirs.get(k)!r}, this teacher {mine.get(k)!r}"
+                           for k in diff)
+        raise ValueError(
+            f"state: the checkpoint was saved by a teacher of another configuration ({detail})"
+        )
+
+
 def _rows(mask: Tensor, like: Tensor) -> Tensor:
     """A (K,) row mask shaped to broadcast against ``like`` (K, ...)."""
     return mask.reshape(-1, *([1] * (like.dim() - 1)))
@@ -396,13 +407,7 @@ class _UnrolledTeacher:
         if not isinstance(state, dict) or "config" not in state or "policy" not in state:
             raise ValueError("state must be a dict from a parameterized teacher's state_dict()")
         mine, theirs = self.config(), state["config"]
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            detail = "; ".join(f"{k}: checkpoint {theirs.get(k)!r}, this teacher {mine.get(k)!r}"
-                               for k in diff)
-            raise ValueError(
-                f"state: the checkpoint was saved by a teacher of another configuration ({detail})"
-            )
+        check_config(mine, theirs)
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])

@@ -46,7 +46,7 @@ from .generative import (
     vae_phi,
 )
 from .learners import LinearLearner
-from .parameterized import TransformTeacher, _UnrolledTeacher
+from .parameterized import TransformTeacher, _UnrolledTeacher, check_config
 from .teachers import Pool, _check_int, _check_pool, _check_weights, _generator
 
 __all__ = ["PrivacyTeacher", "private_transform_teacher"]
@@ -441,13 +441,7 @@ class PrivacyTeacher:
         mine, theirs = self.config(), state["config"]
         if not isinstance(theirs, dict):
             raise ValueError("state: malformed checkpoint (config is not a dict)")
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            detail = "; ".join(f"{k}: checkpoint {theirs.get(k)!r}, this teacher {mine.get(k)!r}"
-                               for k in diff)
-            raise ValueError(
-                f"state: the checkpoint was saved by a teacher of another configuration ({detail})"
-            )
+        check_config(mine, theirs)
         if state["teacher"] is not None:
             self.teacher.load_state_dict(state["teacher"])
         self.generator.set_state(state["generator"])
