@@ -181,3 +181,64 @@ def test_fast_teacher_path_equals_the_generic_torch_func_path(shape, eps, bias):
     generic = solve_cap(fg, z, eps, 12)
     torch.testing.assert_close(fast.z, generic.z, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(fast.after, generic.after, rtol=1e-9, atol=1e-10)
+
+
+def _head_problem(n, d, c, seed, bias=True, soft=False, zero_head=False):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.zeros(c, d, dtype=torch.float64) if zero_head else (
+        0.3 * torch.randn(c, d, generator=g, dtype=torch.float64))
+    b = 0.1 * torch.randn(c, generator=g, dtype=torch.float64) if bias else None
+    z = torch.randn(n, d, generator=g, dtype=torch.float64).relu() + 0.05
+    if soft:
+        y = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64), -1)
+    else:
+        y = torch.randint(0, c, (n,), generator=g)
+    return z, y, w, b
+
+
+@pytest.mark.parametrize("eps", [0.02, 0.1, 0.5, 2.0])
+@pytest.mark.parametrize(
+    "shape,kind",
+    [
+        ((32, 64, 10), "plain"),
+        ((16, 128, 10), "no-bias"),
+        ((9, 40, 3), "soft"),
+        ((12, 48, 4), "zero-head"),  # W = 0: the basis is rank-deficient
+        ((8, 6, 4), "plain"),  # D < 1 + 2C: the subspace is the whole space
+    ],
+)
+def test_subspace_solve_equals_the_direct_solve(shape, kind, eps):
+    """Solving in coordinates of span(z, W, W - W*) gives the direct solver's iterates."""
+    from torchdht.functional import greedy_teach
+
+    n, d, c = shape
+    z, y, w, b = _head_problem(
+        n, d, c, seed=n + d + c, bias=kind != "no-bias", soft=kind == "soft",
+        zero_head=kind == "zero-head",
+    )
+    direct = greedy_teach(z, y, w, b, 0.3, eps=eps, subspace=False)
+    sub = greedy_teach(z, y, w, b, 0.3, eps=eps, subspace=True)
+    assert bool((direct.after < direct.before).any())  # the solver did move rows
+    torch.testing.assert_close(sub.z, direct.z, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(sub.after, direct.after, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(sub.before, direct.before, rtol=1e-12, atol=1e-12)
+
+
+def test_subspace_solve_passes_invalid_and_unmoved_rows_through_bit_for_bit():
+    from torchdht.functional import greedy_teach
+
+    z, y, w, b = _head_problem(10, 64, 5, seed=3)
+    z[2] = float("nan")
+    z[5] = 0.0
+    out = greedy_teach(z, y, w, b, 0.3, subspace=True, solve_steps=0)  # nothing can move
+    assert torch.equal(out.z.nan_to_num(), z.nan_to_num())
+    out = greedy_teach(z, y, w, b, 0.3, subspace=True)
+    assert out.valid.tolist() == [i not in (2, 5) for i in range(10)]
+    assert torch.equal(out.z[[2, 5]].nan_to_num(), z[[2, 5]].nan_to_num())
+    moved = out.after < out.before
+    assert bool(moved[out.valid].all())
+    stay = ~moved
+    assert torch.equal(out.z[stay].nan_to_num(), z[stay].nan_to_num())
+    ok = out.valid
+    torch.testing.assert_close(out.z[ok].norm(dim=-1), z[ok].norm(dim=-1), rtol=1e-12, atol=0)
+    assert bool((chord(out.z[ok], z[ok]) <= 0.1 + 1e-12).all())

@@ -538,18 +538,19 @@ def test_torch_compile_does_not_skip_the_hook(order):
         t.remove()
 
 
-def test_greedy_step_traces_whole_with_fullgraph():
+@pytest.mark.parametrize("subspace", [False, True])
+def test_greedy_step_traces_whole_with_fullgraph(subspace):
     """No graph break, hence no host sync or data-dependent branch, in the greedy step."""
     from torchdht.functional import greedy_teach
 
-    z = torch.randn(16, 8).relu() + 0.1
+    z = torch.randn(16, 24).relu() + 0.1
     z[3] = float("nan")
     y = F.one_hot(torch.randint(0, 4, (16,)), 4).float()
-    w, b = torch.randn(4, 8), torch.zeros(4)
+    w, b = torch.randn(4, 24), torch.zeros(4)
     eta = torch.tensor(0.1)
     compiled = torch.compile(greedy_teach, fullgraph=True, backend="eager")
-    got = compiled(z, y, w, b, eta, feature_grad=True)
-    want = greedy_teach(z, y, w, b, eta, feature_grad=True)
+    got = compiled(z, y, w, b, eta, feature_grad=True, subspace=subspace)
+    want = greedy_teach(z, y, w, b, eta, feature_grad=True, subspace=subspace)
     assert torch.equal(got.z.nan_to_num(), want.z.nan_to_num())
     assert torch.equal(got.lookahead.feature_grad, want.lookahead.feature_grad)
 

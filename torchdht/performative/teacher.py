@@ -179,11 +179,12 @@ class PerformativeTeacher:
         if not isinstance(compile, (bool, dict)):
             raise TypeError(f"compile must be a bool or a dict, got {type(compile).__name__}")
         self.compile = compile is not False
-        self._greedy: Callable[..., TeachStep] = greedy_teach
+        self._greedy: Callable[..., tuple[Tensor, Tensor | None, dict[str, Tensor]]]
+        self._greedy = _greedy_step
         if self.compile:
             options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
             options.update(compile if isinstance(compile, dict) else {})
-            self._greedy = torch.compile(greedy_teach, **options)
+            self._greedy = torch.compile(_greedy_step, **options)
         self.enabled = True
         self.steps_taught = 0
         self._generator: torch.Generator | None = None
@@ -384,47 +385,34 @@ class PerformativeTeacher:
             )
 
     def _teach(self, z: Tensor, targets: Tensor) -> Tensor:
-        dim = z.shape[-1]
         work_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
         with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
-            flat = z.detach().reshape(-1, dim)
-            if targets.is_floating_point():
-                tgt = targets.reshape(-1, targets.shape[-1]).to(work_dtype)
-            else:  # one-hot once, not in every solver iteration
-                tgt = F.one_hot(targets.reshape(-1), self.head.out_features).to(work_dtype)
-            zf = flat.to(work_dtype)
-            weight = self.head.weight.detach().to(work_dtype)
-            bias = None if self.head.bias is None else self.head.bias.detach().to(work_dtype)
             eta = self._rate()
             if isinstance(eta, Tensor) or self.compile:
                 # A tensor, so a scheduler's new lr does not trigger a recompile.
                 eta = torch.as_tensor(eta, device=z.device, dtype=work_dtype)
+            bias = self.head.bias
+            args = (
+                z.detach(),
+                targets,
+                self.head.weight.detach(),
+                None if bias is None else bias.detach(),
+                eta,
+            )
             common = dict(
+                n_classes=self.head.out_features,
                 eps=self.eps,
                 lookahead_steps=self.lookahead_steps,
                 lookahead_lr=self.lookahead_lr,
                 feature_grad=self.lookahead_encoder_grad,
             )
             if self.policy == "greedy":
-                step = self._greedy(
-                    zf,
-                    tgt,
-                    weight,
-                    bias,
-                    eta,
-                    solve_steps=self.solve_steps,
-                    solve_lr=self.solve_lr,
-                    **common,
+                z_tilde, extra, self._stats = self._greedy(
+                    *args, solve_steps=self.solve_steps, solve_lr=self.solve_lr, **common
                 )
             else:
                 gen = self._rng(z.device)
-                step = random_teach(zf, tgt, weight, bias, eta, generator=gen, **common)
-            z_tilde = torch.where(step.valid.unsqueeze(-1), step.z.to(z.dtype), flat)
-            z_tilde = z_tilde.reshape(z.shape)
-            extra = None
-            if step.lookahead.feature_grad is not None:
-                extra = step.lookahead.feature_grad.to(z.dtype).reshape(z.shape)
-            self._record(zf, step, weight, bias, eta)
+                z_tilde, extra, self._stats = _random_step(*args, generator=gen, **common)
         self.steps_taught += 1
         return _StraightThrough.apply(z, z_tilde, extra, self._extra_scale)
 
@@ -437,27 +425,87 @@ class PerformativeTeacher:
         scale = getattr(scaler, "_scale", None)
         return 1.0 if scale is None else scale.detach()
 
-    def _record(
-        self, zf: Tensor, step: TeachStep, weight: Tensor, bias: Tensor | None, eta: Any
-    ) -> None:
-        valid, la = step.valid, step.lookahead
-        m = valid.to(zf.dtype)
-        count = m.sum().clamp_min(1.0)
-        moved = torch.where(valid, angle(step.z, zf), 0.0)
-        dist_sq = (weight - la.weight).pow(2).sum()
-        if bias is not None:
-            assert la.bias is not None
-            dist_sq = dist_sq + (bias - la.bias).pow(2).sum()
-        b_mean = step.before.sum() / count
-        a_mean = step.after.sum() / count
-        self._stats = {
-            "angle_mean": moved.sum() / count,
-            "angle_max": moved.max() if moved.numel() else moved.sum(),
-            "objective_before": b_mean,
-            "objective_after": a_mean,
-            "objective_drop": b_mean - a_mean,
-            "theta_dist": dist_sq.sqrt(),
-            "eta": torch.as_tensor(eta),
-            "n_rows": torch.tensor(valid.numel()),
-            "n_skipped": (~valid).sum(),
-        }
+
+def _inputs(
+    z: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None, n_classes: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """The head's input as (N, D) rows and everything in the working dtype."""
+    work_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    flat = z.reshape(-1, z.shape[-1])
+    if targets.is_floating_point():
+        tgt = targets.reshape(-1, targets.shape[-1]).to(work_dtype)
+    else:  # one-hot once, not in every solver iteration
+        tgt = F.one_hot(targets.reshape(-1), n_classes).to(work_dtype)
+    b = None if bias is None else bias.to(work_dtype)
+    return flat, flat.to(work_dtype), tgt, weight.to(work_dtype), b
+
+
+def _outputs(
+    z: Tensor, flat: Tensor, zf: Tensor, step: TeachStep, weight: Tensor, bias: Tensor | None,
+    eta: Any,
+) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+    """``z~`` in the input's shape and dtype, the released-code extra gradient, the stats."""
+    valid, la = step.valid, step.lookahead
+    z_tilde = torch.where(valid.unsqueeze(-1), step.z.to(z.dtype), flat).reshape(z.shape)
+    extra = None
+    if la.feature_grad is not None:
+        extra = la.feature_grad.to(z.dtype).reshape(z.shape)
+    count = valid.to(zf.dtype).sum().clamp_min(1.0)
+    moved = torch.where(valid, angle(step.z, zf), 0.0)
+    dist_sq = (weight - la.weight).pow(2).sum()
+    if bias is not None:
+        assert la.bias is not None
+        dist_sq = dist_sq + (bias - la.bias).pow(2).sum()
+    b_mean = step.before.sum() / count
+    a_mean = step.after.sum() / count
+    stats = {
+        "angle_mean": moved.sum() / count,
+        "angle_max": moved.max() if moved.numel() else moved.sum(),
+        "objective_before": b_mean,
+        "objective_after": a_mean,
+        "objective_drop": b_mean - a_mean,
+        "theta_dist": dist_sq.sqrt(),
+        "eta": torch.as_tensor(eta),
+        "n_rows": torch.tensor(valid.numel()),
+        "n_skipped": (~valid).sum(),
+    }
+    return z_tilde, extra, stats
+
+
+def _greedy_step(
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    eta: Any,
+    *,
+    n_classes: int,
+    solve_steps: int,
+    solve_lr: float | None,
+    **common: Any,
+) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+    """Everything of one greedy teaching step between the detached input and ``z~``.
+
+    One pure function, so that ``compile=True`` traces the casts, the solve
+    and the statistics as one graph.
+    """
+    flat, zf, tgt, w, b = _inputs(z, targets, weight, bias, n_classes)
+    step = greedy_teach(zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, **common)
+    return _outputs(z, flat, zf, step, w, b, eta)
+
+
+def _random_step(
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    eta: Any,
+    *,
+    n_classes: int,
+    generator: torch.Generator,
+    **common: Any,
+) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+    """:func:`_greedy_step` for the random policy."""
+    flat, zf, tgt, w, b = _inputs(z, targets, weight, bias, n_classes)
+    step = random_teach(zf, tgt, w, b, eta, generator=generator, **common)
+    return _outputs(z, flat, zf, step, w, b, eta)
