@@ -180,11 +180,11 @@ class PerformativeTeacher:
             raise TypeError(f"compile must be a bool or a dict, got {type(compile).__name__}")
         self.compile = compile is not False
         self._greedy: Callable[..., tuple[Tensor, Tensor | None, dict[str, Tensor]]]
-        self._greedy = _greedy_step
+        self._greedy = _teach_step
         if self.compile:
             options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
             options.update(compile if isinstance(compile, dict) else {})
-            self._greedy = torch.compile(_greedy_step, **options)
+            self._greedy = torch.compile(_teach_step, **options)
         self.enabled = True
         self.steps_taught = 0
         self._generator: torch.Generator | None = None
@@ -412,7 +412,7 @@ class PerformativeTeacher:
                 )
             else:
                 gen = self._rng(z.device)
-                z_tilde, extra, self._stats = _random_step(*args, generator=gen, **common)
+                z_tilde, extra, self._stats = _teach_step(*args, generator=gen, **common)
         self.steps_taught += 1
         return _StraightThrough.apply(z, z_tilde, extra, self._extra_scale)
 
@@ -472,7 +472,7 @@ def _outputs(
     return z_tilde, extra, stats
 
 
-def _greedy_step(
+def _teach_step(
     z: Tensor,
     targets: Tensor,
     weight: Tensor,
@@ -480,32 +480,22 @@ def _greedy_step(
     eta: Any,
     *,
     n_classes: int,
-    solve_steps: int,
-    solve_lr: float | None,
+    generator: torch.Generator | None = None,
+    solve_steps: int = 15,
+    solve_lr: float | None = None,
     **common: Any,
 ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
-    """Everything of one greedy teaching step between the detached input and ``z~``.
+    """Everything of one teaching step between the detached input and ``z~``.
 
-    One pure function, so that ``compile=True`` traces the casts, the solve
-    and the statistics as one graph.
+    The greedy policy without ``generator``, the random one with it. One pure
+    function, so that ``compile=True`` traces the casts, the solve and the
+    statistics of the greedy step as one graph.
     """
     flat, zf, tgt, w, b = _inputs(z, targets, weight, bias, n_classes)
-    step = greedy_teach(zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, **common)
-    return _outputs(z, flat, zf, step, w, b, eta)
-
-
-def _random_step(
-    z: Tensor,
-    targets: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    eta: Any,
-    *,
-    n_classes: int,
-    generator: torch.Generator,
-    **common: Any,
-) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
-    """:func:`_greedy_step` for the random policy."""
-    flat, zf, tgt, w, b = _inputs(z, targets, weight, bias, n_classes)
-    step = random_teach(zf, tgt, w, b, eta, generator=generator, **common)
+    if generator is None:
+        step = greedy_teach(
+            zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, **common
+        )
+    else:
+        step = random_teach(zf, tgt, w, b, eta, generator=generator, **common)
     return _outputs(z, flat, zf, step, w, b, eta)
