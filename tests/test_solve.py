@@ -242,3 +242,24 @@ def test_subspace_solve_passes_invalid_and_unmoved_rows_through_bit_for_bit():
     ok = out.valid
     torch.testing.assert_close(out.z[ok].norm(dim=-1), z[ok].norm(dim=-1), rtol=1e-12, atol=0)
     assert bool((chord(out.z[ok], z[ok]) <= 0.1 + 1e-12).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_subspace_solve_runs_in_half_precision(dtype):
+    """The QR runs in float32 (there is none in half precision on the CPU).
+
+    Half precision is coarse on either path (the teacher itself works in
+    float32): the check is that the subspace path runs, keeps the dtype,
+    never raises the objective and reaches what the direct path reaches.
+    """
+    from torchdht.functional import greedy_teach
+
+    z, y, w, b = _head_problem(16, 64, 4, seed=5)
+    out = greedy_teach(z.to(dtype), y, w.to(dtype), b.to(dtype), 0.3, subspace=True)
+    ref = greedy_teach(z.to(dtype), y, w.to(dtype), b.to(dtype), 0.3, subspace=False)
+    assert out.z.dtype == dtype
+    assert bool((out.after <= out.before).all())
+    assert bool((out.after < out.before).any())
+    torch.testing.assert_close(
+        out.after.double().mean(), ref.after.double().mean(), rtol=0.1, atol=0.0
+    )

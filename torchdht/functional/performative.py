@@ -156,7 +156,11 @@ def greedy_teach(
     # rank-deficient head, e.g. one initialised at zero), and per row the unit direction e of
     # the part of z outside span(Q). In the coordinates (z . e, z Q) norms and angles are
     # those of z, W z = (W Q) (z Q) and e is invisible to both heads.
-    basis = torch.linalg.qr(torch.cat([weight, weight - la.weight]).T).Q  # (D, 2C)
+    span = torch.cat([weight, weight - la.weight]).T  # (D, 2C)
+    if span.dtype not in (torch.float32, torch.float64):  # no QR in half precision
+        basis = torch.linalg.qr(span.float()).Q.to(span.dtype)
+    else:
+        basis = torch.linalg.qr(span).Q
     inside = zs @ basis
     outside = zs - inside @ basis.T
     rho = outside.norm(dim=-1, keepdim=True)
