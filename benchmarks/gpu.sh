@@ -11,3 +11,4 @@ python -m pytest -q tests/test_reliability.py -k cuda 2>&1 | tail -3 | tee "$out
 python -m pytest benchmarks/test_step_overhead.py --benchmark-enable \
   --benchmark-json="$out/step_overhead.json" -q 2>&1 | tail -40 | tee "$out/step_overhead.txt"
 python benchmarks/report.py "$out/step_overhead.json" | tee "$out/overhead_table.md"
+python benchmarks/teacher_share.py | tee "$out/teacher_share.md"

@@ -652,7 +652,9 @@ def _conclusion(mnist: list[dict], mcomps: list[dict], cifar: list[dict]) -> lis
         if rnd is not None:
             verdicts.append("The random cap alone has "
                             + ("no significant effect, as the paper reports." if null(rnd)
-                               else f"a significant effect ({rnd['diff_mean']:+.2f})."))
+                               else f"a significant effect of {rnd['diff_mean']:+.2f} points"
+                               + (" (tiny next to the others)."
+                                  if abs(rnd["diff_mean"]) < 0.1 else ".")))
         if tuned is not None and best is not None:
             teach_best = max((r["acc_mean"] for r in mnist if r["group"] in ("teacher", "grid")),
                              default=-math.inf)
