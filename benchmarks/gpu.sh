@@ -1,14 +1,32 @@
 #!/usr/bin/env bash
-# One short GPU run: the step-overhead suite on CUDA, its table, and the CUDA-only tests.
+# One short GPU run (a few minutes, no downloads): the CUDA-only tests, the CIFAR example's CUDA
+# path (AMP + channels_last) on FakeData with every method, the step-overhead suite on CUDA and
+# its table, and the teacher's own time per step.
 # Usage (repository root, on a machine with a GPU): bash benchmarks/gpu.sh [OUT_DIR]
-set -euo pipefail
+# Each part runs even when an earlier one fails; the exit status says whether any failed.
+set -uo pipefail
 out=${1:-${OUT:-runs/gpu}}
 mkdir -p "$out"
-pip install -q -e ".[dev]" 2>&1 | tail -2 || true
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
-python -m pytest -q tests/test_reliability.py -k cuda 2>&1 | tail -3 | tee "$out/cuda_tests.txt"
-python -m pytest benchmarks/test_step_overhead.py --benchmark-enable \
-  --benchmark-json="$out/step_overhead.json" -q 2>&1 | tail -40 | tee "$out/step_overhead.txt"
-python benchmarks/report.py "$out/step_overhead.json" | tee "$out/overhead_table.md"
-python benchmarks/teacher_share.py | tee "$out/teacher_share.md"
+status=0
+part() {  # part NAME FILE COMMAND...: run, keep the output's tail in FILE, remember a failure
+  local name=$1 file=$2
+  shift 2
+  echo "== $name"
+  "$@" 2>&1 | tail -40 | tee "$out/$file"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then echo "!! $name failed (exit $rc)"; status=1; fi
+}
+pip install -q -e ".[dev]" 2>&1 | tail -2
+part "device" gpu.txt nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+part "torch" torch.txt python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+part "CUDA tests" cuda_tests.txt python -m pytest -q tests -k cuda
+for method in sgd random dht dht-released; do
+  part "CIFAR example, $method" "example_$method.txt" python examples/cifar100_cnn15.py \
+    --fake-data --iters 30 --eval-every 15 --method "$method" --out "$out/example_$method" \
+    --no-progress
+done
+part "step overhead" step_overhead.txt python -m pytest benchmarks/test_step_overhead.py \
+  --benchmark-enable --benchmark-json="$out/step_overhead.json" -q
+part "overhead table" overhead_table.md python benchmarks/report.py "$out/step_overhead.json"
+part "teacher share" teacher_share.md python benchmarks/teacher_share.py
+exit $status
