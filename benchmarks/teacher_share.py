@@ -17,24 +17,16 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_step_overhead import CASES, DEVICE, _head, _sync  # noqa: E402
-
-from torchdht import PerformativeTeacher  # noqa: E402
+from test_step_overhead import CASES, DEVICE, _sync, training_step  # noqa: E402
 
 
 def measure(case: str, steps: int) -> tuple[float, float]:
     """Median teacher time and median step time in ms, over the last 3/4 of ``steps``."""
-    build, shape, classes, _ = CASES[case]
-    torch.manual_seed(0)
-    model = build().to(DEVICE)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    teacher = PerformativeTeacher(_head(model), optimizer=opt, seed=0)
-    x = torch.randn(shape, device=DEVICE)
-    y = torch.randint(0, classes, (shape[0],), device=DEVICE)
+    step, teacher = training_step(case, "greedy")
+    assert teacher is not None
     inner = teacher._teach
     teach_times: list[float] = []
 
@@ -51,12 +43,7 @@ def measure(case: str, steps: int) -> tuple[float, float]:
     for _ in range(steps):
         _sync()
         t0 = time.perf_counter()
-        teacher.set_targets(y)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        _sync()
+        step()  # ends with a CUDA sync
         step_times.append(time.perf_counter() - t0)
     teacher.remove()
     skip = steps // 4

@@ -57,12 +57,11 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("policy", POLICIES)
-def test_train_step(benchmark, case, policy):
-    build, shape, classes, large = CASES[case]
-    if large and not ON_GPU and policy not in ("off", "greedy"):
-        pytest.skip("large case on the CPU: only 'off' and 'greedy', to keep the run short")
+def training_step(
+    case: str, policy: str
+) -> tuple[Callable[[], None], PerformativeTeacher | None]:
+    """One SGD step of ``case`` with the teacher of ``policy`` (see POLICIES), and the teacher."""
+    build, shape, classes, _ = CASES[case]
     torch.manual_seed(0)
     model = build().to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -88,6 +87,16 @@ def test_train_step(benchmark, case, policy):
         opt.step()
         _sync()
 
+    return step, teacher
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("policy", POLICIES)
+def test_train_step(benchmark, case, policy):
+    large = CASES[case][3]
+    if large and not ON_GPU and policy not in ("off", "greedy"):
+        pytest.skip("large case on the CPU: only 'off' and 'greedy', to keep the run short")
+    step, teacher = training_step(case, policy)
     for _ in range(3):
         step()
     benchmark.group = case
