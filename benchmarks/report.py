@@ -25,14 +25,18 @@ def main(path: str) -> None:
     print(f"date: {data.get('datetime', '?')}")
     print()
     policies = ["off", "none", "random", "greedy", "greedy-released", "greedy-compiled"]
+    timed = ["greedy", "greedy-compiled"]
+    if any("greedy-cudagraphs" in row for row in table.values()):  # GPU runs only
+        policies.append("greedy-cudagraphs")
+        timed.append("greedy-cudagraphs")
     head = " | ".join(f"{p} ms" for p in policies)
-    print(f"| case | {head} | greedy overhead | compiled overhead |")
-    print("|---" * (len(policies) + 3) + "|")
+    print(f"| case | {head} | " + " | ".join(f"{p} overhead" for p in timed) + " |")
+    print("|---" * (len(policies) + 1 + len(timed)) + "|")
     for case, row in table.items():
         cells = [f"{row[p]:.3f}" if p in row else "-" for p in policies]
         over = [
             f"{(row[p] - row['off']) / row['off']:.2f}x" if p in row and "off" in row else "-"
-            for p in ("greedy", "greedy-compiled")
+            for p in timed
         ]
         print(f"| {case} | " + " | ".join(cells) + " | " + " | ".join(over) + " |")
 

@@ -43,7 +43,10 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int, bool]] = {
         True,
     ),
 }
-POLICIES = ["off", "none", "random", "greedy", "greedy-released", "greedy-compiled"]
+POLICIES = [
+    "off", "none", "random", "greedy", "greedy-released", "greedy-compiled", "greedy-cudagraphs"
+]
+"""``greedy-cudagraphs`` is ``compile={"mode": "reduce-overhead"}`` (CUDA graphs): GPU only."""
 
 
 def _head(model: nn.Module) -> nn.Module:
@@ -75,7 +78,9 @@ def training_step(
             policy=policy.split("-")[0],
             seed=0,
             lookahead_encoder_grad=policy.endswith("released"),
-            compile=policy.endswith("compiled"),
+            compile={"mode": "reduce-overhead"}
+            if policy.endswith("cudagraphs")
+            else policy.endswith("compiled"),
         )
 
     def step() -> None:
@@ -94,6 +99,8 @@ def training_step(
 @pytest.mark.parametrize("policy", POLICIES)
 def test_train_step(benchmark, case, policy):
     large = CASES[case][3]
+    if policy.endswith("cudagraphs") and not ON_GPU:
+        pytest.skip("CUDA graphs need a GPU")
     if large and not ON_GPU and policy not in ("off", "greedy"):
         pytest.skip("large case on the CPU: only 'off' and 'greedy', to keep the run short")
     step, teacher = training_step(case, policy)
