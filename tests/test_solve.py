@@ -263,3 +263,47 @@ def test_subspace_solve_runs_in_half_precision(dtype):
     torch.testing.assert_close(
         out.after.double().mean(), ref.after.double().mean(), rtol=0.1, atol=0.0
     )
+
+
+def _rows_in_span(dtype):
+    """Rows lying inside span(W, W - W*): no direction of their own outside it."""
+    d, c = 32, 2
+    w = torch.zeros(c, d, dtype=dtype)
+    w[0, 0], w[1, 1] = 0.5, -0.3
+    g = torch.Generator().manual_seed(0)
+    z = torch.zeros(6, d, dtype=dtype)
+    z[:, :2] = (torch.rand(6, 2, generator=g) + 0.2).to(dtype)
+    return z, torch.tensor([0, 1, 0, 1, 0, 1]), w
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_subspace_solve_handles_rows_inside_the_span(dtype):
+    from torchdht.functional import greedy_teach
+
+    z, y, w = _rows_in_span(dtype)
+    out = greedy_teach(z, y, w, None, 0.3, subspace=True)
+    assert bool(torch.isfinite(out.z).all())
+    if dtype == torch.float64:
+        ref = greedy_teach(z, y, w, None, 0.3, subspace=False)
+        torch.testing.assert_close(out.z, ref.z, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_subspace_fallback_direction_maps_back_to_a_feasible_point(inside):
+    """A huge first step can land on the antipode, where the solver falls back to a fixed
+    tangent direction; in the span's coordinates that direction must still map back to a
+    point of the right norm inside the cap (it may differ from the direct path's choice)."""
+    from torchdht.functional import greedy_teach
+
+    if inside:
+        z, y, w = _rows_in_span(torch.float64)
+    else:
+        z, y, w, _ = _head_problem(6, 32, 2, seed=1)
+    eps = 1.99
+    out = greedy_teach(z, y, w, None, 0.3, eps=eps, solve_lr=math.pi, subspace=True)
+    torch.testing.assert_close(out.z.norm(dim=-1), z.norm(dim=-1), rtol=1e-12, atol=0)
+    assert bool((chord(out.z, z) <= eps + 1e-12).all())
+    la = out.lookahead
+    again = linear_ce_objective(out.z, y, w, None, la.weight, None, 0.3)
+    torch.testing.assert_close(out.after, again, rtol=1e-9, atol=1e-12)
+    assert bool((out.after <= out.before).all())

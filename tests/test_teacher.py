@@ -576,3 +576,22 @@ def test_compile_option_gives_the_eager_result():
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-14)
     with pytest.raises(TypeError, match="compile"):
         PerformativeTeacher(nn.Linear(2, 2), lr=0.1, compile="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "compile,copies",
+    [
+        (False, False),
+        (True, False),
+        ({"mode": "max-autotune-no-cudagraphs"}, False),
+        ({"mode": "reduce-overhead"}, True),
+        ({"mode": "max-autotune"}, True),
+        ({"options": {"triton.cudagraphs": True}}, True),
+    ],
+)
+def test_outputs_are_copied_out_of_cuda_graphs(compile, copies):
+    """A CUDA-graph replay overwrites its outputs; the teacher copies them in those modes."""
+    net = Net()
+    t = PerformativeTeacher(net.head, lr=0.1, compile=compile)
+    assert t._copy_outputs is copies
+    t.remove()

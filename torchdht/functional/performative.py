@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .lookahead import LinearLookahead, linear_lookahead
@@ -127,7 +128,8 @@ def greedy_teach(
         feature_grad: also return the lookahead losses' gradient in ``z``.
         subspace: solve in the coordinates described above (default: None,
             meaning on a CPU when ``2 (1 + 2C) <= D``; on a GPU the
-            arithmetic saved is not worth the extra QR factorisation's kernels).
+            arithmetic saved is not worth the extra QR factorisation's
+            kernels). Ignored when ``2C >= D``.
 
     Returns:
         A :class:`TeachStep`.
@@ -147,7 +149,7 @@ def greedy_teach(
     c, d = weight.shape
     if subspace is None:
         subspace = zs.device.type == "cpu" and 2 * (1 + 2 * c) <= d
-    if not subspace:
+    if not subspace or 2 * c >= d:  # the span may be the whole space: nothing to reduce
         fn = linear_ce_closure(targets, weight, bias, la.weight, la.bias, eta)
         res = solve_cap(fn, zs, eps, solve_steps, solve_lr)  # type: ignore[arg-type]
         return _finish(z, zs, res.z, res.before, res.after, valid, la)
@@ -163,8 +165,16 @@ def greedy_teach(
         basis = torch.linalg.qr(span).Q
     inside = zs @ basis
     outside = zs - inside @ basis.T
+    outside = outside - (outside @ basis) @ basis.T  # twice is enough: orthogonal to rounding
     rho = outside.norm(dim=-1, keepdim=True)
-    e = outside / rho.clamp_min(1e-30)
+    # A row inside the span has no direction of its own; it gets a unit vector orthogonal to
+    # the span (the one nearest the coordinate axis the span covers least; 2C < D makes its
+    # norm at least sqrt(1 - 2C/D)), so the solver's fallback directions still map back.
+    axis = F.one_hot(basis.pow(2).sum(-1).argmin(), d).to(zs.dtype)
+    spare = axis - basis @ (basis.T @ axis)
+    spare = normalize(spare - basis @ (basis.T @ spare))
+    tiny = torch.finfo(zs.dtype).tiny
+    e = torch.where(rho > tiny, outside / rho.clamp_min(tiny), spare)
     x = torch.cat([rho, inside], -1)
     pad = weight.new_zeros(c, 1)
     fn = linear_ce_closure(

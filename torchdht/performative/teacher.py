@@ -106,7 +106,9 @@ class PerformativeTeacher:
             keyword arguments, e.g. ``{"mode": "reduce-overhead"}`` on CUDA
             (default: False). It pays after a one-off compile of tens of
             seconds; each new batch shape compiles again. See
-            ``benchmarks/RESULTS.md`` for what it saves.
+            ``benchmarks/RESULTS.md`` for what it saves. With a mode that uses
+            CUDA graphs the outputs are copied out of the graph's memory, so a
+            head called twice before a backward keeps both inputs.
         validate: check target values on the host even on CUDA, which costs a
             device sync (default: False: on CUDA, out-of-range labels are
             caught by ``torch._assert_async``).
@@ -185,6 +187,9 @@ class PerformativeTeacher:
             options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
             options.update(compile if isinstance(compile, dict) else {})
             self._greedy = torch.compile(_teach_step, **options)
+        self._copy_outputs = self.compile and _uses_cuda_graphs(
+            compile if isinstance(compile, dict) else {}
+        )
         self.enabled = True
         self.steps_taught = 0
         self._generator: torch.Generator | None = None
@@ -410,6 +415,10 @@ class PerformativeTeacher:
                 z_tilde, extra, self._stats = self._greedy(
                     *args, solve_steps=self.solve_steps, solve_lr=self.solve_lr, **common
                 )
+                if self._copy_outputs:  # CUDA-graph outputs are overwritten by the next replay
+                    z_tilde = z_tilde.clone()
+                    extra = None if extra is None else extra.clone()
+                    self._stats = {k: v.clone() for k, v in self._stats.items()}
             else:
                 gen = self._rng(z.device)
                 z_tilde, extra, self._stats = _teach_step(*args, generator=gen, **common)
@@ -424,6 +433,13 @@ class PerformativeTeacher:
         # scale(loss), which comes after the forward, hence the read at backward.
         scale = getattr(scaler, "_scale", None)
         return 1.0 if scale is None else scale.detach()
+
+
+def _uses_cuda_graphs(options: dict[str, Any]) -> bool:
+    """Whether ``torch.compile(**options)`` may run the graph as a CUDA graph."""
+    if options.get("mode") in ("reduce-overhead", "max-autotune"):
+        return True
+    return bool((options.get("options") or {}).get("triton.cudagraphs", False))
 
 
 def _inputs(
