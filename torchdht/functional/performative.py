@@ -154,28 +154,7 @@ def greedy_teach(
         res = solve_cap(fn, zs, eps, solve_steps, solve_lr)  # type: ignore[arg-type]
         return _finish(z, zs, res.z, res.before, res.after, valid, la)
 
-    # Orthonormal columns Q spanning the rows of W and W - W* (Householder QR copes with a
-    # rank-deficient head, e.g. one initialised at zero), and per row the unit direction e of
-    # the part of z outside span(Q). In the coordinates (z . e, z Q) norms and angles are
-    # those of z, W z = (W Q) (z Q) and e is invisible to both heads.
-    span = torch.cat([weight, weight - la.weight]).T  # (D, 2C)
-    if span.dtype not in (torch.float32, torch.float64):  # no QR in half precision
-        basis = torch.linalg.qr(span.float()).Q.to(span.dtype)
-    else:
-        basis = torch.linalg.qr(span).Q
-    inside = zs @ basis
-    outside = zs - inside @ basis.T
-    outside = outside - (outside @ basis) @ basis.T  # twice is enough: orthogonal to rounding
-    rho = outside.norm(dim=-1, keepdim=True)
-    # A row inside the span has no direction of its own; it gets a unit vector orthogonal to
-    # the span (the one nearest the coordinate axis the span covers least; 2C < D makes its
-    # norm at least sqrt(1 - 2C/D)), so the solver's fallback directions still map back.
-    axis = F.one_hot(basis.pow(2).sum(-1).argmin(), d).to(zs.dtype)
-    spare = axis - basis @ (basis.T @ axis)
-    spare = normalize(spare - basis @ (basis.T @ spare))
-    tiny = torch.finfo(zs.dtype).tiny
-    e = torch.where(rho > tiny, outside / rho.clamp_min(tiny), spare)
-    x = torch.cat([rho, inside], -1)
+    x, basis, e = _span_coordinates(zs, weight, la.weight)
     pad = weight.new_zeros(c, 1)
     fn = linear_ce_closure(
         targets,
@@ -190,6 +169,38 @@ def greedy_teach(
     # Unmoved rows come back bit-identical, as on the direct path.
     solved = torch.where((res.after < res.before).unsqueeze(-1), back, zs)
     return _finish(z, zs, solved, res.before, res.after, valid, la)
+
+
+def _span_coordinates(
+    z: Tensor, weight: Tensor, weight_star: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows of ``z`` as ``(z . e, z Q)``: coordinates in span(z, rows of W and W - W*).
+
+    ``Q`` (D, 2C) has orthonormal columns spanning the rows of ``W`` and
+    ``W - W*`` (a Householder QR copes with a rank-deficient head, e.g. one
+    initialised at zero) and ``e`` (N, D) is each row's unit direction
+    outside ``span(Q)``. In these coordinates norms and angles are those of
+    ``z``, ``W z = (W Q) (z Q)``, and ``e`` is invisible to both heads; a
+    point ``x`` maps back as ``x[0] e + x[1:] Q^T``. Needs ``2C < D``.
+    """
+    span = torch.cat([weight, weight - weight_star]).T
+    if span.dtype not in (torch.float32, torch.float64):  # no QR in half precision
+        basis = torch.linalg.qr(span.float()).Q.to(span.dtype)
+    else:
+        basis = torch.linalg.qr(span).Q
+    inside = z @ basis
+    outside = z - inside @ basis.T
+    outside = outside - (outside @ basis) @ basis.T  # twice is enough: orthogonal to rounding
+    rho = outside.norm(dim=-1, keepdim=True)
+    # A row inside the span has no direction of its own; it gets a unit vector orthogonal to
+    # the span (the one nearest the coordinate axis the span covers least; 2C < D makes its
+    # norm at least sqrt(1 - 2C/D)), so the solver's fallback directions still map back.
+    axis = F.one_hot(basis.pow(2).sum(-1).argmin(), z.shape[-1]).to(z.dtype)
+    spare = axis - basis @ (basis.T @ axis)
+    spare = normalize(spare - basis @ (basis.T @ spare))
+    tiny = torch.finfo(z.dtype).tiny
+    e = torch.where(rho > tiny, outside / rho.clamp_min(tiny), spare)
+    return torch.cat([rho, inside], -1), basis, e
 
 
 def random_teach(
