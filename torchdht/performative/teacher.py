@@ -390,12 +390,11 @@ class PerformativeTeacher:
             )
 
     def _teach(self, z: Tensor, targets: Tensor) -> Tensor:
-        work_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
         with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
             eta = self._rate()
             if isinstance(eta, Tensor) or self.compile:
                 # A tensor, so a scheduler's new lr does not trigger a recompile.
-                eta = torch.as_tensor(eta, device=z.device, dtype=work_dtype)
+                eta = torch.as_tensor(eta, device=z.device, dtype=_work_dtype(z))
             bias = self.head.bias
             args = (
                 z.detach(),
@@ -442,11 +441,16 @@ def _uses_cuda_graphs(options: dict[str, Any]) -> bool:
     return bool((options.get("options") or {}).get("triton.cudagraphs", False))
 
 
+def _work_dtype(z: Tensor) -> torch.dtype:
+    """The teacher computes in float64 for float64 inputs, else in float32."""
+    return torch.float64 if z.dtype == torch.float64 else torch.float32
+
+
 def _inputs(
     z: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None, n_classes: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """The head's input as (N, D) rows and everything in the working dtype."""
-    work_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    work_dtype = _work_dtype(z)
     flat = z.reshape(-1, z.shape[-1])
     if targets.is_floating_point():
         tgt = targets.reshape(-1, targets.shape[-1]).to(work_dtype)
