@@ -189,6 +189,39 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         ValueError,
         "lr",
     ),
+    # the drop-in contract's rows
+    ("head 1 input wide", lambda: PerformativeTeacher(nn.Linear(1, 3), lr=0.1), TypeError,
+     "in_features=1"),
+    ("head 1 output wide", lambda: PerformativeTeacher(nn.Linear(5, 1), lr=0.1), TypeError,
+     "out_features=1"),
+    (
+        "head is a tuple (timm distilled)",
+        lambda: PerformativeTeacher((_head(), _head()), lr=0.1),  # type: ignore[arg-type]
+        TypeError,
+        "one teacher to each",
+    ),
+    ("lr is inf", lambda: PerformativeTeacher(_head(), lr=float("inf")), ValueError, "lr"),
+    (
+        "ignore_index is a float",
+        lambda: PerformativeTeacher(_head(), lr=0.1, ignore_index=-100.0),  # type: ignore[arg-type]
+        TypeError,
+        "ignore_index",
+    ),
+    ("calls is 0", lambda: _arm(Y, calls=0), ValueError, "calls"),
+    ("calls with a list", lambda: _arm([Y, Y], calls=2), ValueError, "calls"),
+    ("targets an empty list", lambda: _arm([]), ValueError, "at least one"),
+    ("targets a list of lists", lambda: _arm([[0, 1]]), TypeError, "torch.Tensor"),
+    (
+        "label neither a class nor ignore_index",
+        lambda: _arm(torch.tensor([0, 1, -1, -100])),
+        ValueError,
+        "ignore_index=-100",
+    ),
+    ("third call armed for two", lambda: _three_calls(), MissingTargetsError, "calls=n"),
+    ("state rng corrupt", lambda: _bad_state(rng=("cpu", torch.zeros(3, dtype=torch.uint8))),
+     ValueError, "generator state"),
+    ("state rng not a pair", lambda: _bad_state(rng="cpu"), ValueError, "rng"),
+    ("state steps negative", lambda: _bad_state(steps_taught=-1), ValueError, "steps_taught"),
 ]
 
 
@@ -202,6 +235,31 @@ def _second_teacher() -> None:
     head = _head()
     with PerformativeTeacher(head, lr=0.1):
         PerformativeTeacher(head, lr=0.1)
+
+
+def _arm(targets: Any, **kw: Any) -> None:
+    t = PerformativeTeacher(_head(), lr=0.1)
+    try:
+        t.set_targets(targets, **kw)
+    finally:
+        t.remove()
+
+
+def _three_calls() -> None:
+    head = _head()
+    with PerformativeTeacher(head, lr=0.1) as t:
+        t.set_targets(Y, calls=2)
+        head(Z)
+        head(Z)
+        head(Z)
+
+
+def _bad_state(**changes: Any) -> None:
+    t = PerformativeTeacher(_head(), lr=0.1, policy="random", seed=0)
+    try:
+        t.load_state_dict({**t.state_dict(), **changes})
+    finally:
+        t.remove()
 
 
 def _bad_version() -> None:

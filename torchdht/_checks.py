@@ -3,30 +3,88 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+import numbers
+from collections.abc import Sequence
+from typing import Any, Callable, cast
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_positive", "LearnerRate"]
+__all__ = [
+    "check_positive",
+    "check_int",
+    "check_ignore_index",
+    "check_seed",
+    "LearnerRate",
+]
 
 
 def check_positive(value: Any, name: str, integer: bool = False) -> Any:
-    """Return ``value`` if it is a positive (finite) number, else raise naming ``name``."""
+    """Return ``value`` if it is a positive (finite) number, else raise naming ``name``.
+
+    Any real number type is accepted (Python, NumPy; not a tensor): an
+    integral one for ``integer=True``, returned as ``int``; else returned as
+    ``float``. Booleans are refused.
+
+    Example:
+        >>> import numpy as np
+        >>> check_positive(np.float32(0.5), "lr"), check_positive(np.int64(3), "steps", True)
+        (0.5, 3)
+    """
     kind = "int" if integer else "float"
-    ok_types = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_types):
+    ok_type = numbers.Integral if integer else numbers.Real
+    if isinstance(value, (bool, Tensor)) or not isinstance(value, ok_type):
         raise TypeError(f"{name} must be a positive {kind}, got {type(value).__name__}")
-    if not (value > 0) or (not integer and not math.isfinite(value)):
+    value = int(cast(Any, value)) if integer else float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite positive {kind}, got {value!r}")
+    if not value > 0:
         raise ValueError(f"{name} must be a positive {kind}, got {value!r}")
     return value
+
+
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int``: any integral type (Python, NumPy), not a bool.
+
+    Example:
+        >>> import numpy as np
+        >>> check_int(np.int16(-1), "ignore_index")
+        -1
+    """
+    what = "an int" if minimum is None else f"an int >= {minimum}"
+    if isinstance(value, (bool, Tensor)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return value
+
+
+def check_ignore_index(value: Any) -> int:
+    """The label that marks rows to leave out, as in ``F.cross_entropy``."""
+    if isinstance(value, (bool, Tensor)) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"ignore_index must be an int (a class index, as in F.cross_entropy), got "
+            f"{type(value).__name__}"
+        )
+    return int(value)
+
+
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """``seed`` as an ``int`` (any integral type), or None; refuses bools and floats."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an int or None, got {type(seed).__name__}")
+    return int(seed)
 
 
 class LearnerRate:
     """The learner's learning rate ``eta``, read afresh at every call.
 
-    Either the ``lr`` of the optimizer's param group holding ``param`` (so LR
-    schedulers are followed), or a positive float, or a zero-argument
+    Either the ``lr`` of the optimizer's param group holding ``param`` (or,
+    given several, the first group holding any of them; so LR schedulers are
+    followed), or a positive float, or a zero-argument
     callable returning one. Exactly one of ``optimizer`` and ``lr``.
 
     Example:
@@ -42,7 +100,7 @@ class LearnerRate:
         self,
         optimizer: torch.optim.Optimizer | None,
         lr: float | Callable[[], float] | None,
-        param: Tensor,
+        param: Tensor | Sequence[Tensor],
         param_name: str,
     ) -> None:
         if optimizer is not None and lr is not None:
@@ -57,8 +115,9 @@ class LearnerRate:
                 raise TypeError(
                     f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
                 )
+            wanted = [param] if isinstance(param, Tensor) else list(param)
             for i, group in enumerate(optimizer.param_groups):
-                if any(p is param for p in group["params"]):
+                if any(p is q for p in group["params"] for q in wanted):
                     self._group = i
                     break
             else:
@@ -80,6 +139,8 @@ class LearnerRate:
             eta = self.lr
         if isinstance(eta, Tensor):
             return eta.detach()
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not float(eta) >= 0:
             raise ValueError(f"the learner's lr (eta) must be a non-negative float, got {eta!r}")
+        if not math.isfinite(float(eta)):
+            raise ValueError(f"the learner's lr (eta) must be finite, got {eta!r}")
         return float(eta)

@@ -6,7 +6,13 @@ the built-in types keeps working.
 
 from __future__ import annotations
 
-__all__ = ["TeacherError", "TargetsError", "MissingTargetsError", "HeadTypeError"]
+__all__ = [
+    "TeacherError",
+    "TargetsError",
+    "MissingTargetsError",
+    "HeadTypeError",
+    "TorchScriptError",
+]
 
 
 class TeacherError(ValueError):
@@ -23,3 +29,12 @@ class MissingTargetsError(TeacherError):
 
 class HeadTypeError(TypeError):
     """The module given as the head is not one the teacher can work with."""
+
+
+class TorchScriptError(TeacherError, AttributeError):
+    """``torch.jit.script`` met a torchdht hook, which TorchScript cannot compile.
+
+    Also an ``AttributeError``, because TorchScript meets the hook by reading
+    its ``__name__``; code that probes with ``getattr(hook, "__name__", None)``
+    sees no name, as for any callable object.
+    """

@@ -38,7 +38,7 @@ Eta = Union[float, Tensor]
 def _soft_targets(targets: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
     if targets.is_floating_point():
         return targets.to(dtype)
-    return F.one_hot(targets, num_classes).to(dtype)
+    return F.one_hot(targets.long(), num_classes).to(dtype)
 
 
 def check_linear_args(z: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None) -> None:

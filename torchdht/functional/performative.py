@@ -33,7 +33,8 @@ class TeachStep(NamedTuple):
     after: Tensor
     """Per-row objective at the returned features, (N,); 0 on invalid rows."""
     valid: Tensor
-    """Boolean (N,): rows that were finite and non-zero, hence taught."""
+    """Boolean (N,): rows that were taught: finite, non-zero, not masked out, and whose
+    objective did not overflow."""
     lookahead: LinearLookahead
     """``theta*`` and, when asked for, the lookahead losses' feature gradient
     (zero on invalid rows)."""
@@ -47,8 +48,14 @@ def _prepare(
     lookahead_lr: float | Tensor,
     lookahead_steps: int,
     feature_grad: bool,
+    mask: Tensor | None,
 ) -> tuple[Tensor, Tensor, LinearLookahead]:
-    valid = torch.isfinite(z).all(-1) & (z.norm(dim=-1) > 0)
+    norm = z.norm(dim=-1)
+    # A row takes part when it is finite, non-zero and its squared norm (which the objective's
+    # gradient term carries) does not overflow the working dtype.
+    valid = torch.isfinite(z).all(-1) & (norm > 0) & torch.isfinite(norm * norm)
+    if mask is not None:
+        valid = valid & mask
     # Invalid rows get a harmless stand-in: masked out of the lookahead, and
     # given back unchanged at the end.
     stand_in = torch.zeros_like(z)
@@ -76,6 +83,8 @@ def _finish(
     valid: Tensor,
     la: LinearLookahead,
 ) -> TeachStep:
+    # A row whose objective or solution overflowed is given back unmoved and not counted.
+    valid = valid & torch.isfinite(before) & torch.isfinite(after) & torch.isfinite(solved).all(-1)
     keep = valid.unsqueeze(-1)
     zero = before.new_zeros(())
     return TeachStep(
@@ -85,6 +94,11 @@ def _finish(
         valid,
         la,
     )
+
+
+def _index_targets(targets: Tensor) -> Tensor:
+    """Class indices of any integer dtype as int64 (soft targets unchanged)."""
+    return targets if targets.is_floating_point() else targets.long()
 
 
 def greedy_teach(
@@ -101,6 +115,7 @@ def greedy_teach(
     solve_lr: float | None = None,
     feature_grad: bool = False,
     subspace: bool | None = None,
+    mask: Tensor | None = None,
 ) -> TeachStep:
     """Lookahead ``theta*`` then solve eq. 9 in the cap around every row.
 
@@ -130,6 +145,10 @@ def greedy_teach(
             meaning on a CPU when ``2 (1 + 2C) <= D``; on a GPU the
             arithmetic saved is not worth the extra QR factorisation's
             kernels). Ignored when ``2C >= D``.
+        mask: optional boolean (N,); rows where it is False pass through
+            unmoved and take no part in the lookahead, exactly as if they
+            were absent (e.g. labels equal to an ``ignore_index``; give those
+            rows any valid class index).
 
     Returns:
         A :class:`TeachStep`.
@@ -143,7 +162,10 @@ def greedy_teach(
         True
     """
     la_lr = eta if lookahead_lr is None else lookahead_lr
-    zs, valid, la = _prepare(z, targets, weight, bias, la_lr, lookahead_steps, feature_grad)
+    targets = _index_targets(targets)
+    zs, valid, la = _prepare(
+        z, targets, weight, bias, la_lr, lookahead_steps, feature_grad, mask
+    )
 
     check_linear_args(zs, targets, weight, bias)
     c, d = weight.shape
@@ -215,12 +237,13 @@ def random_teach(
     lookahead_lr: float | Tensor | None = None,
     feature_grad: bool = False,
     generator: torch.Generator | None = None,
+    mask: Tensor | None = None,
 ) -> TeachStep:
     """The paper's random policy: a uniform draw from the same cap per row.
 
     The lookahead still runs, for the objective figures in the result (and
     for ``feature_grad``). Arguments as in :func:`greedy_teach`, plus the
-    random ``generator``.
+    random ``generator`` and the row ``mask``.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -231,7 +254,10 @@ def random_teach(
         True
     """
     la_lr = eta if lookahead_lr is None else lookahead_lr
-    zs, valid, la = _prepare(z, targets, weight, bias, la_lr, lookahead_steps, feature_grad)
+    targets = _index_targets(targets)
+    zs, valid, la = _prepare(
+        z, targets, weight, bias, la_lr, lookahead_steps, feature_grad, mask
+    )
     radius = zs.norm(dim=-1, keepdim=True)
     solved = radius * sample_cap(normalize(zs), eps, generator=generator)
     before = linear_ce_objective(zs, targets, weight, bias, la.weight, la.bias, eta)

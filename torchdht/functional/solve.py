@@ -124,12 +124,21 @@ def _into_cap(
     """Geodesic projection of unit rows ``v`` into the caps (``alpha < pi``), in few kernels.
 
     The same point as :func:`~torchdht.functional.sphere.project_cap`: ``v``
-    when its angle to the centre is at most ``alpha`` (tested as
-    ``cos >= cos(alpha)``), else the rim point on the great circle through
-    ``v``; ``rim_center`` is ``cos(alpha) * center``, precomputed.
+    when its angle to the centre is at most ``alpha``, else the rim point on
+    the great circle through ``v``; ``rim_center`` is ``cos(alpha) * center``,
+    precomputed. The test compares ``sin`` and ``cos`` of both angles (a
+    cross-multiplied ``atan2``), which keeps its resolution for tiny caps: a
+    test of ``cos(theta) >= cos(alpha)`` alone cannot tell angles below about
+    ``sqrt(2 * machine eps)`` apart (3e-4 rad in float32).
     """
     cos_t = (v * center).sum(-1, keepdim=True)
     tang = v - cos_t * center
     tang_norm = tang.norm(dim=-1, keepdim=True)
-    direction = torch.where(tang_norm > 1e-12, tang / tang_norm.clamp_min(1e-30), fallback)
-    return torch.where(cos_t >= cos_a, v, rim_center + sin_a * direction)
+    # theta <= alpha  <=>  sin(theta) cos(alpha) <= cos(theta) sin(alpha), for theta, alpha
+    # in [0, pi] (both sides are sin(alpha - theta) scaled by the positive |v|).
+    inside = tang_norm * cos_a <= cos_t * sin_a
+    direction = torch.where(tang_norm > 1e-30, tang / tang_norm.clamp_min(1e-30), fallback)
+    # For ``v`` near the antipode ``tang`` is a small difference of large numbers: orthogonalise
+    # once more, so the rim point's angle is alpha to rounding and not to ~ulp / |tang|.
+    direction = normalize(direction - (direction * center).sum(-1, keepdim=True) * center)
+    return torch.where(inside, v, rim_center + sin_a * direction)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -29,7 +30,7 @@ _TINY = 1e-30
 
 def check_eps(eps: float, name: str = "eps") -> float:
     """Return ``eps`` as a float after checking it is a chord in ``(0, 2]``."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+    if isinstance(eps, (bool, Tensor)) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{name} must be a float chord in (0, 2], got {type(eps).__name__}")
     eps = float(eps)
     if not (0.0 < eps <= 2.0):  # also rejects NaN

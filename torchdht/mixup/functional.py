@@ -10,6 +10,7 @@ when it must carry a gradient). Nothing here modifies its inputs.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -39,8 +40,14 @@ def to_soft_targets(
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     validate: bool = False,
+    ignore_index: int | None = None,
 ) -> Tensor:
     """Targets as soft targets ``(B, num_classes)``; one-hot for class indices.
+
+    Class indices of any integer dtype give the same result as int64 (they
+    are widened before anything is compared). With ``ignore_index``, rows
+    whose class index equals it become all-zero rows (a soft cross-entropy
+    gives them zero loss); soft targets have no ignored rows.
 
     Args:
         y: class indices ``(B,)`` (an integer tensor) or soft targets
@@ -55,6 +62,10 @@ def to_soft_targets(
             device sync (default: False: on CUDA, out-of-range indices are
             caught by ``torch._assert_async``; on the CPU values are always
             checked).
+        ignore_index: a class index that marks rows to ignore, as in
+            ``F.cross_entropy`` (default: None, every row must hold a class in
+            ``[0, num_classes)``). Any int; a value in ``[0, num_classes)``
+            makes that class's rows ignored.
 
     Returns:
         A floating tensor of shape ``(B, num_classes)`` on ``y``'s device.
@@ -67,6 +78,9 @@ def to_soft_targets(
         >>> to_soft_targets(torch.tensor([2, 0]), 3)
         tensor([[0., 0., 1.],
                 [1., 0., 0.]])
+        >>> to_soft_targets(torch.tensor([2, -100]), 3, ignore_index=-100)
+        tensor([[0., 0., 1.],
+                [0., 0., 0.]])
     """
     if not isinstance(y, Tensor):
         raise TypeError(f"y must be a torch.Tensor of targets, got {type(y).__name__}")
@@ -92,21 +106,39 @@ def to_soft_targets(
             f"y: class indices must have shape {lead} (or soft targets {lead_soft}), "
             f"got {tuple(y.shape)}"
         )
+    # Widen first: a uint8 156 would compare equal to -100 (and to -356) otherwise.
+    y = y.long()
+    bad = (y < 0) | (y >= num_classes)
+    ignored = None if ignore_index is None else y == ignore_index
+    if ignored is not None:
+        bad = bad & ~ignored
     if check_values:
-        if y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
+        if y.numel() and bool(bad.any()):
+            wrong = y[bad]
+            also = "" if ignore_index is None else f" (or equal ignore_index={ignore_index})"
             raise TargetsError(
-                f"y: class indices must lie in [0, {num_classes - 1}] for "
-                f"num_classes={num_classes}, got values in [{int(y.min())}, {int(y.max())}]"
+                f"y: class indices must lie in [0, {num_classes - 1}]{also} for "
+                f"num_classes={num_classes}, got values in [{int(wrong.min())}, "
+                f"{int(wrong.max())}]"
             )
     else:
-        torch._assert_async(((y >= 0) & (y < num_classes)).all())
+        torch._assert_async(~bad.any())
     out_dtype = _soft_dtype(dtype)
     out = torch.zeros(y.shape[0], num_classes, dtype=out_dtype, device=y.device)
-    return out.scatter_(1, y.long().unsqueeze(1), 1.0)
+    if ignored is None:
+        return out.scatter_(1, y.unsqueeze(1), 1.0)
+    # Ignored rows scatter a 0 into column 0: all-zero rows, and no host sync.
+    idx = y.masked_fill(ignored, 0).unsqueeze(1)
+    return out.scatter_(1, idx, (~ignored).to(out_dtype).unsqueeze(1))
 
 
 def mix_batch(
-    x: Tensor, y_soft: Tensor, lam: float | Tensor, perm: Tensor
+    x: Tensor,
+    y_soft: Tensor,
+    lam: float | Tensor,
+    perm: Tensor,
+    *,
+    keep: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Mix a batch with a permutation of itself: ``lam * a + (1 - lam) * a[perm]``.
 
@@ -122,6 +154,10 @@ def mix_batch(
         lam: the mixing coefficient in ``[0, 1]``: a float or a 0-d tensor.
         perm: ``(B,)`` integer tensor, a permutation of ``range(B)`` (moved to
             ``x``'s device if it is elsewhere).
+        keep: optional boolean ``(B,)`` tensor: rows where it is True come
+            back exactly as they are in ``x`` and ``y_soft`` (copies, bit for
+            bit), whatever ``lam`` and ``perm`` say (default: None, every row
+            is mixed). No host sync.
 
     Returns:
         ``(x_mixed, y_mixed)``, new tensors of the shapes of ``x`` and
@@ -134,6 +170,11 @@ def mix_batch(
         >>> xm.flatten().tolist(), ym.tolist()
         ([2.5, 1.5], [[0.25, 0.75], [0.75, 0.25]])
     """
+    if keep is not None:
+        x_mixed, y_mixed = mix_batch(x, y_soft, lam, perm)
+        kx = keep.to(x.device, non_blocking=True).view(-1, *([1] * (x.dim() - 1)))
+        ky = keep.to(y_soft.device, non_blocking=True).view(-1, 1)
+        return torch.where(kx, x, x_mixed), torch.where(ky, y_soft, y_mixed)
     if not isinstance(lam, Tensor) and float(lam) == 1.0:
         return x.clone(), y_soft.clone()
     perm = perm.to(x.device, non_blocking=True)
@@ -153,17 +194,30 @@ def mix_batch(
     return x_mixed, y_mixed
 
 
-def sample_permutation(n: int, generator: torch.Generator, device: torch.device | str = "cpu"
-                       ) -> Tensor:
+def sample_permutation(
+    n: int,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+    *,
+    valid: Tensor | None = None,
+) -> Tensor:
     """A uniform random permutation of ``range(n)`` drawn with ``generator``.
 
     The permutation is drawn on the generator's device (the CPU for the
     teacher's generator) and then moved to ``device``.
 
+    With ``valid``, the valid rows are paired among themselves only (a
+    uniform random permutation of them) and every other row with itself.
+    The generator makes the same draw either way (one ``randperm(n)``), so
+    the teacher's stream does not depend on which rows are valid, and with
+    every row valid the result is the plain permutation. No host sync.
+
     Args:
         n: its length.
         generator: the source of randomness.
         device: where the result goes (default: "cpu").
+        valid: optional boolean tensor of shape ``(n,)`` (default: None, all
+            rows valid).
 
     Returns:
         An int64 tensor of shape ``(n,)``.
@@ -172,9 +226,27 @@ def sample_permutation(n: int, generator: torch.Generator, device: torch.device 
         >>> p = sample_permutation(5, torch.Generator().manual_seed(0))
         >>> sorted(p.tolist())
         [0, 1, 2, 3, 4]
+        >>> valid = torch.tensor([True, False, True, True, False])
+        >>> p = sample_permutation(5, torch.Generator().manual_seed(0), valid=valid)
+        >>> p[~valid].tolist(), sorted(p[valid].tolist())
+        ([1, 4], [0, 2, 3])
     """
     perm = torch.randperm(n, generator=generator, device=generator.device)
-    return perm.to(device, non_blocking=True)
+    perm = perm.to(device, non_blocking=True)
+    if valid is None:
+        return perm
+    if not isinstance(valid, Tensor) or valid.dtype != torch.bool or tuple(valid.shape) != (n,):
+        raise ValueError(f"valid must be a boolean tensor of shape ({n},)")
+    valid = valid.to(perm.device, non_blocking=True)
+    # Valid rows in index order (then the others), and valid rows in the random
+    # order of perm (then the others); pair the j-th of the first with the j-th
+    # of the second. With every row valid this is perm itself.
+    rows = torch.argsort((~valid).to(torch.uint8), stable=True)
+    partners = perm.index_select(
+        0, torch.argsort((~valid.index_select(0, perm)).to(torch.uint8), stable=True)
+    )
+    paired = torch.empty_like(perm).scatter_(0, rows, partners)
+    return torch.where(valid, paired, torch.arange(n, device=perm.device))
 
 
 def _log_gamma_sample(shape: float, generator: torch.Generator) -> float:
@@ -249,9 +321,9 @@ def check_actions(actions: Sequence[float], name: str = "actions") -> tuple[floa
         values = list(actions)
     if not values:
         raise ValueError(f"{name} must hold at least one mixing coefficient in [0, 1], got []")
-    out = []
+    out: list[float] = []
     for a in values:
-        if isinstance(a, bool) or not isinstance(a, (int, float)):
+        if isinstance(a, bool) or not isinstance(a, numbers.Real):
             raise TypeError(f"{name} must hold floats in [0, 1], got {a!r}")
         if not (0.0 <= float(a) <= 1.0):  # also rejects NaN
             raise ValueError(f"{name} must hold mixing coefficients in [0, 1], got {a!r}")

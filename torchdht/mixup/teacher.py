@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
@@ -27,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .._checks import check_positive
+from .._checks import check_ignore_index, check_positive
 from ..errors import TeacherError
+from ..performative.teacher import suspend_teachers
 from .functional import (
     check_actions,
     mix_batch,
@@ -46,8 +48,18 @@ _DEFAULT_LR = {"reinforce": 5e-3, "unroll": 3e-4}
 _N_FEATURES = 3
 
 
+def _is_real(value: Any) -> bool:
+    """A real number of any type (Python, NumPy); not a bool, not a tensor."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    """An integer of any type (Python, NumPy); not a bool, not a tensor."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_unit(value: Any, name: str, low_open: bool, high_open: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real(value):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
     v = float(value)
     lo_ok = v > 0.0 if low_open else v >= 0.0
@@ -63,7 +75,7 @@ def _as_float(value: Any, name: str) -> float:
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
         value = value.detach().item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real(value):
         raise TypeError(f"{name} must be a float or a 0-d tensor, got {type(value).__name__}")
     v = float(value)
     if not math.isfinite(v):
@@ -152,6 +164,12 @@ class MixupTeacher(nn.Module):
             non-deterministic seed).
         validate: check target values on the host even on CUDA, which costs
             a device sync (default: False).
+        ignore_index: a class index marking rows to leave out, as in
+            ``F.cross_entropy`` (default: -100). Such rows are neither mixed
+            nor used as a partner (their input comes back bit for bit), the
+            other rows are paired among themselves, and their soft target row
+            is all zeros. Any int is allowed; a value in ``[0, num_classes)``
+            makes that class's rows ignored.
 
     Example:
         >>> mixup = MixupTeacher(num_classes=3, policy="reinforce", total_steps=100, seed=0)
@@ -186,6 +204,7 @@ class MixupTeacher(nn.Module):
         init_lambda: float = 0.5,
         seed: int | None = None,
         validate: bool = False,
+        ignore_index: int = -100,
     ) -> None:
         super().__init__()
         self.num_classes = check_positive(num_classes, "num_classes", integer=True)
@@ -193,7 +212,7 @@ class MixupTeacher(nn.Module):
             raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
         self.policy = policy
         self.actions = check_actions(actions)
-        self.alpha = float(check_positive(alpha, "alpha"))
+        self.alpha = check_positive(alpha, "alpha")
         if policy in ("reinforce", "unroll"):
             if total_steps is None:
                 raise ValueError(
@@ -201,7 +220,7 @@ class MixupTeacher(nn.Module):
                     f"steps of the run, for the progress feature (e.g. epochs * len(loader))"
                 )
         if total_steps is not None:
-            check_positive(total_steps, "total_steps", integer=True)
+            total_steps = check_positive(total_steps, "total_steps", integer=True)
         self.total_steps = total_steps
         if reward_metric not in _REWARD_METRICS:
             raise ValueError(f"reward_metric must be one of {_REWARD_METRICS}, got "
@@ -209,24 +228,30 @@ class MixupTeacher(nn.Module):
         self.reward_metric = reward_metric
         self.hidden = check_positive(hidden, "hidden", integer=True)
         self.dropout = _check_unit(dropout, "dropout", low_open=False, high_open=True)
-        if isinstance(entropy_coef, bool) or not isinstance(entropy_coef, (int, float)) or not (
-            entropy_coef >= 0 and math.isfinite(entropy_coef)
-        ):
-            raise ValueError(f"entropy_coef must be a non-negative float, got {entropy_coef!r}")
+        if not _is_real(entropy_coef):
+            raise TypeError(f"entropy_coef must be a non-negative float, got "
+                            f"{type(entropy_coef).__name__}")
+        if not (entropy_coef >= 0 and math.isfinite(entropy_coef)):
+            raise ValueError(f"entropy_coef must be a finite non-negative float, got "
+                             f"{entropy_coef!r}")
         self.entropy_coef = float(entropy_coef)
         self.baseline_momentum = _check_unit(baseline_momentum, "baseline_momentum", False, True)
         self.loss_momentum = _check_unit(loss_momentum, "loss_momentum", False, True)
-        if unroll_order not in (1, 2) or isinstance(unroll_order, bool):
+        if not _is_int(unroll_order):
+            raise TypeError(f"unroll_order must be the int 1 or 2, got "
+                            f"{type(unroll_order).__name__}")
+        if unroll_order not in (1, 2):
             raise ValueError(f"unroll_order must be 1 or 2, got {unroll_order!r}")
         self.unroll_order = int(unroll_order)
-        self.learner_lr = None if learner_lr is None else float(check_positive(learner_lr,
-                                                                               "learner_lr"))
-        self.fd_eps = float(check_positive(fd_eps, "fd_eps"))
+        self.learner_lr = (None if learner_lr is None
+                           else check_positive(learner_lr, "learner_lr"))
+        self.fd_eps = check_positive(fd_eps, "fd_eps")
         self.init_lambda = _check_unit(init_lambda, "init_lambda", low_open=True, high_open=True)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and not _is_int(seed):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         self.seed = int(seed) if seed is not None else int(torch.Generator().seed())
         self.validate = bool(validate)
+        self.ignore_index = check_ignore_index(ignore_index)
         self._gen = torch.Generator().manual_seed(self.seed)
 
         self.net: _PolicyNet | None = None
@@ -237,10 +262,10 @@ class MixupTeacher(nn.Module):
             drop = self.dropout if policy == "reinforce" else 0.0
             self.net = _PolicyNet(self.hidden, out, drop)
             self._init_net()
-            self.lr = float(check_positive(lr, "lr")) if lr is not None else _DEFAULT_LR[policy]
+            self.lr = check_positive(lr, "lr") if lr is not None else _DEFAULT_LR[policy]
             self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         else:
-            self.lr = None if lr is None else float(check_positive(lr, "lr"))
+            self.lr = None if lr is None else check_positive(lr, "lr")
 
         # Running state (saved by state_dict through get_extra_state).
         self.step = 0
@@ -257,8 +282,9 @@ class MixupTeacher(nn.Module):
         self.last_lambda: float | None = None
         self.last_action: int | None = None
         self.last_permutation: Tensor | None = None
-        # The last mixed batch, by reference, for hypergradient_step (not saved).
-        self._pending: tuple[Tensor, Tensor, Tensor, list[float]] | None = None
+        # The last mixed batch, by reference, for hypergradient_step (not saved):
+        # inputs, soft targets, permutation, state and the rows kept unmixed.
+        self._pending: tuple[Tensor, Tensor, Tensor, list[float], Tensor | None] | None = None
 
     # ------------------------------------------------------------- building
     def _init_net(self) -> None:
@@ -280,6 +306,12 @@ class MixupTeacher(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Mix a training batch; in eval mode return it unchanged.
 
+        Class indices equal to ``ignore_index`` mark rows that are neither
+        mixed nor used as a partner: their input comes back bit for bit and
+        their soft target row is all zeros; the other rows are paired among
+        themselves (with fewer than two of them, they come back unmixed).
+        Every integer dtype of ``y`` gives the same result as int64.
+
         Args:
             x: floating inputs ``(B, ...)``; not modified.
             y: class indices ``(B,)`` or soft targets ``(B, num_classes)``;
@@ -297,19 +329,26 @@ class MixupTeacher(nn.Module):
                             f"{x.dtype}; convert images to float first")
         if x.dim() == 0:
             raise ValueError("x must have a batch dimension, got a 0-d tensor")
-        y_soft = to_soft_targets(y.to(x.device) if isinstance(y, Tensor) else y,
-                                 self.num_classes, batch_size=x.shape[0], dtype=x.dtype,
-                                 validate=self.validate)
+        if isinstance(y, Tensor):
+            y = y.to(x.device)
+        y_soft = to_soft_targets(y, self.num_classes, batch_size=x.shape[0], dtype=x.dtype,
+                                 validate=self.validate, ignore_index=self.ignore_index)
         if not self.training:
             return x, y_soft
         state = self.state_features()
         lam, action = self._choose(state)
-        perm = sample_permutation(x.shape[0], self._gen, x.device)
+        # Rows to ignore: on the CPU only when there are some; on an accelerator
+        # always (finding out would cost a host sync; the result is the same).
+        valid = None if y.is_floating_point() else y.long() != self.ignore_index
+        if valid is not None and valid.device.type == "cpu" and bool(valid.all()):
+            valid = None
+        perm = sample_permutation(x.shape[0], self._gen, x.device, valid=valid)
+        keep = None if valid is None else ~valid | (valid.sum() < 2)
         self.last_lambda, self.last_action, self.last_permutation = lam, action, perm
         if self.policy == "unroll":
-            self._pending = (x, y_soft, perm, state)
+            self._pending = (x, y_soft, perm, state, keep)
         self.step += 1
-        return mix_batch(x, y_soft, lam, perm)
+        return mix_batch(x, y_soft, lam, perm, keep=keep)
 
     def observe(self, train_loss: float | Tensor | None = None,
                 val_loss: float | Tensor | None = None) -> None:
@@ -436,8 +475,7 @@ class MixupTeacher(nn.Module):
             (0, 20)
         """
         if total_steps is not None:
-            check_positive(total_steps, "total_steps", integer=True)
-            self.total_steps = total_steps
+            self.total_steps = check_positive(total_steps, "total_steps", integer=True)
         self.step = 0
         self._train_first = self._train_ema = None
         self._val_first = self._val_best = None
@@ -527,8 +565,10 @@ class MixupTeacher(nn.Module):
         ``e = fd_eps / |v|``. The result is back-propagated through ``h_theta``
         and the teacher's Adam takes one step.
 
-        Everything runs through ``torch.func.functional_call`` on detached
-        copies: the model's parameters, their ``.grad``, its buffers (BatchNorm
+        A :class:`~torchdht.PerformativeTeacher` on the model is suspended
+        during the virtual step (it models a plain learner step; no targets
+        are needed). Everything runs through ``torch.func.functional_call`` on
+        detached copies: the model's parameters, their ``.grad``, its buffers (BatchNorm
         statistics), the user's optimizer and the global RNG state are
         unchanged (dropout draws the same masks in every evaluation of the
         same batch). Autocast is off inside.
@@ -537,7 +577,8 @@ class MixupTeacher(nn.Module):
             model: the learner, as it is now; its ``training`` flag is used.
             loss_fn: ``loss_fn(logits, soft_targets) -> scalar``, e.g.
                 ``torch.nn.functional.cross_entropy``; validation targets are
-                passed as soft (one-hot) targets too.
+                passed as soft (one-hot) targets too, rows of ``ignore_index``
+                as zero rows (zero loss; a mean still divides by all rows).
             val_batch: ``(x_val, y_val)`` on the model's device.
             lr: the learner's learning rate ``xi`` (default: None, meaning
                 ``learner_lr`` of the constructor).
@@ -565,7 +606,7 @@ class MixupTeacher(nn.Module):
         if xi is None:
             raise ValueError("hypergradient_step needs the learner's lr: pass lr= (or "
                              "learner_lr= to the constructor)")
-        xi = float(check_positive(xi, "lr"))
+        xi = check_positive(xi, "lr")
         if self._pending is None:
             raise TeacherError("hypergradient_step() before any training batch: call "
                                "x, y = mixup(x, y) with the teacher in training mode first")
@@ -573,19 +614,21 @@ class MixupTeacher(nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if not (isinstance(val_batch, (tuple, list)) and len(val_batch) == 2):
             raise TypeError("val_batch must be a pair (x_val, y_val)")
-        x, y_soft, perm, state = self._pending
+        x, y_soft, perm, state, keep = self._pending
         xv, yv = val_batch
         if not isinstance(xv, Tensor) or not xv.is_floating_point():
             raise TypeError("val_batch[0] must be a floating-point tensor of inputs")
         yv_soft = to_soft_targets(yv.to(xv.device) if isinstance(yv, Tensor) else yv,
                                   self.num_classes, batch_size=xv.shape[0], dtype=xv.dtype,
-                                  validate=self.validate)
+                                  validate=self.validate, ignore_index=self.ignore_index)
         assert self.net is not None and self.optimizer is not None
-        with torch.inference_mode(False), torch.enable_grad():
+        # The virtual step is not a training step of the learner: a PerformativeTeacher on
+        # the model passes its features through (and needs no targets) meanwhile.
+        with torch.inference_mode(False), torch.enable_grad(), suspend_teachers(model):
             g_lam, stats = _unroll_hypergradient(
                 model, loss_fn, x, y_soft, perm, xv, yv_soft,
                 lam=self.current_lambda(state),
-                xi=xi, order=self.unroll_order, fd_eps=self.fd_eps,
+                xi=xi, order=self.unroll_order, fd_eps=self.fd_eps, keep=keep,
             )
             self.optimizer.zero_grad(set_to_none=True)
             lam_theta = self._unroll_lambda(state)
@@ -746,8 +789,12 @@ def _unroll_hypergradient(
     xi: float,
     order: int,
     fd_eps: float,
+    keep: Tensor | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """d L_val(one virtual step) / d lam, as documented in ``hypergradient_step``."""
+    """d L_val(one virtual step) / d lam, as documented in ``hypergradient_step``.
+
+    ``keep`` marks the rows the training batch left unmixed (see :func:`mix_batch`).
+    """
     named = dict(model.named_parameters())
     names = [n for n, p in named.items() if p.requires_grad]
     fixed = {n: p.detach() for n, p in named.items() if not p.requires_grad}
@@ -773,7 +820,7 @@ def _unroll_hypergradient(
 
         def train_loss(w: dict[str, Tensor], lam_t: Tensor | float) -> Tensor:
             reset_rng()
-            xm, ym = mix_batch(x, y_soft, lam_t, perm)
+            xm, ym = mix_batch(x, y_soft, lam_t, perm, keep=keep)
             return loss_fn(run(w, xm), ym)
 
         lam_t = torch.tensor(lam, dtype=x.dtype, device=x.device)

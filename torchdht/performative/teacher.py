@@ -17,20 +17,30 @@ BatchNorm statistics are exactly as without the teacher.
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 import weakref
-from typing import Any, Callable
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.utils.hooks import RemovableHandle
 
-from .._checks import LearnerRate, check_positive
-from ..errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
+from .._checks import LearnerRate, check_positive, check_seed
+from ..errors import (
+    HeadTypeError,
+    MissingTargetsError,
+    TargetsError,
+    TeacherError,
+    TorchScriptError,
+)
 from ..functional.performative import TeachStep, greedy_teach, random_teach
 from ..functional.sphere import angle, check_eps
 
-__all__ = ["PerformativeTeacher"]
+__all__ = ["PerformativeTeacher", "remove_inert_hooks", "suspend_teachers"]
 
 _POLICIES = ("greedy", "random", "none")
 _STATE_VERSION = 1
@@ -42,15 +52,24 @@ _ATTACHED: weakref.WeakKeyDictionary[nn.Module, weakref.ref] = weakref.WeakKeyDi
 class _StraightThrough(torch.autograd.Function):
     """Forward: ``z~``. Backward: the incoming gradient goes to ``z`` unchanged,
     plus ``scale() * extra`` when the released-code behaviour is on. ``scale``
-    is read at backward time, when a GradScaler has set its current scale."""
+    is read at backward time, when a GradScaler has set its current scale.
+
+    Written with ``setup_context`` and a generated vmap rule, so that
+    ``torch.func`` transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) of a
+    taught model work."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(
-        ctx: Any, z: Tensor, z_tilde: Tensor, extra: Tensor | None, scale: Callable[[], Any]
+        z: Tensor, z_tilde: Tensor, extra: Tensor | None, scale: Callable[[], Any]
     ) -> Tensor:
-        ctx.extra = extra
-        ctx.scale = scale
-        return z_tilde
+        return z_tilde.view_as(z_tilde)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.extra = inputs[2]
+        ctx.scale = inputs[3]
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:
@@ -58,6 +77,105 @@ class _StraightThrough(torch.autograd.Function):
         if ctx.extra is not None:
             grad = grad_out + (ctx.extra * ctx.scale()).to(grad_out.dtype)
         return grad, None, None, None
+
+
+class _Hook:
+    """The forward pre-hook on the head. It holds its teacher weakly, so the
+    teacher's lifetime owns the hook, and a copy of it (``copy.deepcopy``,
+    EMA copies, pickling by ``torch.save(model)``) is an inert hook that
+    carries neither the teacher nor its optimizer."""
+
+    __slots__ = ("_ref", "__weakref__")
+
+    def __init__(self, teacher: PerformativeTeacher) -> None:
+        self._ref = weakref.ref(teacher)
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        teacher = self._ref()
+        if teacher is None or module is not teacher.head:  # a shallow copy of the head
+            return None
+        return teacher._hook(module, args, kwargs)
+
+    def __deepcopy__(self, memo: dict) -> _InertHook:
+        return _InertHook()
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return (_InertHook, ())
+
+    @property
+    def __name__(self) -> str:  # what torch.jit.script reads first of a hook
+        raise TorchScriptError(
+            "torch.jit.script cannot compile a PerformativeTeacher's hook; call "
+            "teacher.remove() before scripting (torch.compile handles the teacher)"
+        )
+
+
+class _InertHook:
+    """What a copy of a taught head carries in place of the teacher's hook: it
+    passes the features through. A new teacher can attach beside it."""
+
+    __slots__ = ()
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "torchdht inert hook (a copy of a taught head; passes features through)"
+
+    @property
+    def __name__(self) -> str:  # what torch.jit.script reads first of a hook
+        raise TorchScriptError(
+            "torch.jit.script cannot compile the inert torchdht hook that a copy of a taught "
+            "model carries; call torchdht.performative.remove_inert_hooks(model) before "
+            "scripting"
+        )
+
+
+def remove_inert_hooks(module: nn.Module) -> int:
+    """Remove the inert hooks that copies of taught heads carry (from ``copy.deepcopy``,
+    EMA copies or ``torch.save(model)``), e.g. before ``torch.jit.script``.
+
+    Returns:
+        How many were removed.
+
+    Example:
+        >>> import copy
+        >>> model = nn.Sequential(nn.Linear(4, 3))
+        >>> teacher = PerformativeTeacher(model[0], lr=0.1)
+        >>> ema = copy.deepcopy(model)
+        >>> remove_inert_hooks(ema), len(ema[0]._forward_pre_hooks)
+        (1, 0)
+        >>> teacher.remove()
+    """
+    removed = 0
+    for m in module.modules():
+        for key, hook in list(m._forward_pre_hooks.items()):
+            if isinstance(hook, _InertHook):
+                del m._forward_pre_hooks[key]
+                m._forward_pre_hooks_with_kwargs.pop(key, None)
+                removed += 1
+    return removed
+
+
+class _Taught(NamedTuple):
+    """One taught call of this step, kept so that a recomputation (activation
+    checkpointing) hands the head the very same features."""
+
+    shape: tuple[int, ...]
+    fingerprint: Tensor
+    z_tilde: Tensor | None
+    extra: Tensor | None
+
+
+def _in_backward() -> bool:
+    """Whether this thread is running an autograd backward (where activation
+    checkpointing recomputes its forward)."""
+    return torch._C._current_graph_task_id() != -1
+
+
+def _under_functorch() -> bool:
+    """Whether a ``torch.func`` transform is running."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 class PerformativeTeacher:
@@ -75,7 +193,9 @@ class PerformativeTeacher:
         optimizer: the optimizer that trains ``head.weight``; the learner's
             ``eta`` is read each step from the ``lr`` of the group holding it,
             so LR schedulers are followed. Give exactly one of ``optimizer``
-            and ``lr``.
+            and ``lr``. With FSDP2 build the teacher after ``fully_shard`` and
+            the optimizer (``fully_shard`` replaces the parameters), or attach
+            it before with ``lr=lambda: opt.param_groups[0]["lr"]``.
         lr: ``eta`` as a positive float or a zero-argument callable.
         eps: chord radius of the cap on the unit sphere, in ``(0, 2]``; the
             angle moved is at most ``2 * asin(eps / 2)`` (default: 0.1).
@@ -129,6 +249,16 @@ class PerformativeTeacher:
         >>> teacher.remove()
     """
 
+    head: nn.Linear
+    enabled: bool
+    steps_taught: int
+    seed: int
+    validate: bool
+    ignore_index: int
+    compile: bool
+    _copy_outputs: bool
+    _finalizer: weakref.finalize
+
     def __init__(
         self,
         head: nn.Module,
@@ -143,23 +273,20 @@ class PerformativeTeacher:
         policy: str = "greedy",
         lookahead_encoder_grad: bool = False,
         grad_scaler: Any | None = None,
+        ignore_index: int = -100,
         seed: int | None = None,
         validate: bool = False,
         compile: bool | dict[str, Any] = False,
     ) -> None:
-        if not isinstance(head, nn.Linear):
-            raise HeadTypeError(
-                f"head must be an nn.Linear (the network's final linear layer), got "
-                f"{type(head).__module__}.{type(head).__qualname__}. Pass the last nn.Linear, "
-                f"e.g. model.fc, model.head or, for timm models, model.get_classifier()."
-            )
+        linear = _check_head(head)
         if head in _ATTACHED and _ATTACHED[head]() is not None:
             raise TeacherError(
                 "this head already has a PerformativeTeacher; call .remove() on it before "
                 "attaching another"
             )
-        self._rate = LearnerRate(optimizer, lr, head.weight, "head.weight")
-        self.head = head
+        self._rate = LearnerRate(optimizer, lr, _weight_params(head), "head.weight")
+        self._rate_weight = head._parameters.get("weight")  # what the group was found by
+        self.head = linear
         self.eps = check_eps(eps)
         self.lookahead_steps = check_positive(lookahead_steps, "lookahead_steps", integer=True)
         self.lookahead_lr = (
@@ -167,16 +294,18 @@ class PerformativeTeacher:
         )
         self.solve_steps = check_positive(solve_steps, "solve_steps", integer=True)
         self.solve_lr = None if solve_lr is None else check_positive(solve_lr, "solve_lr")
-        if policy not in _POLICIES:
+        if not isinstance(policy, str) or policy not in _POLICIES:
             raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
         if lookahead_encoder_grad and policy == "none":
             raise ValueError("lookahead_encoder_grad=True needs policy 'greedy' or 'random'")
         self.policy = policy
         self.lookahead_encoder_grad = bool(lookahead_encoder_grad)
         self.grad_scaler = grad_scaler
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-        self.seed = int(seed) if seed is not None else int(torch.Generator().seed())
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+            raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+        self.ignore_index = int(ignore_index)
+        seed = check_seed(seed)
+        self.seed = seed if seed is not None else int(torch.Generator().seed())
         self.validate = bool(validate)
         if not isinstance(compile, (bool, dict)):
             raise TypeError(f"compile must be a bool or a dict, got {type(compile).__name__}")
@@ -194,90 +323,127 @@ class PerformativeTeacher:
         self.steps_taught = 0
         self._generator: torch.Generator | None = None
         self._pending_rng: tuple[str, Tensor] | None = None
-        self._targets: Tensor | None = None
+        self._queue: list[Tensor] = []
+        self._taught: list[_Taught] = []
         self._stats: dict[str, Tensor] = {}
         self._handle: RemovableHandle | None = head.register_forward_pre_hook(
-            self._hook, with_kwargs=True
+            _Hook(self), with_kwargs=True
         )
+        # The hook holds the teacher weakly: when the program drops the teacher,
+        # the hook goes too and the head is free for a new one.
+        self._finalizer = weakref.finalize(self, self._handle.remove)
         _ATTACHED[head] = weakref.ref(self)
 
     # ------------------------------------------------------------------ API
-    def set_targets(self, targets: Tensor) -> None:
-        """Arm the teacher with the targets of the next training forward.
+    def set_targets(self, targets: Tensor | Sequence[Tensor], calls: int = 1) -> None:
+        """Arm the teacher with the targets of the next training forward(s).
+
+        Each taught forward of the head consumes one armed target tensor;
+        arming again replaces whatever was not consumed.
 
         Args:
-            targets: class indices (integer tensor with the features' leading
-                shape, ``(B,)`` or ``(B, T)``) or soft targets (floating tensor
-                with that shape plus ``num_classes``). Not modified.
+            targets: class indices (a tensor of any integer dtype with the
+                features' leading shape, ``(B,)`` or ``(B, T)``; entries equal
+                to ``ignore_index`` mark rows that pass through untaught) or
+                soft targets (floating tensor with that shape plus
+                ``num_classes``); or a sequence of such tensors, one per head
+                call of the step (e.g. two crops of different sizes). Not
+                modified.
+            calls: how many forwards of the head this step makes with the same
+                ``targets`` (e.g. a model that calls its head on two views)
+                (default: 1). Only with a single tensor.
+
+        Example:
+            >>> head = nn.Linear(4, 3)
+            >>> teacher = PerformativeTeacher(head, lr=0.1)
+            >>> z, y = torch.randn(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, -100, 1])
+            >>> teacher.set_targets(y, calls=2)
+            >>> out = head(z) + head(z.flip(0))   # two calls, both taught
+            >>> int(teacher.stats["n_ignored"]), teacher.steps_taught
+            (1, 2)
+            >>> teacher.remove()
         """
-        if not isinstance(targets, Tensor):
-            raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
-        num_classes = self.head.out_features
-        # Value checks on the host where that is free (CPU) or asked for; on CUDA
-        # an asynchronous device assert, so no sync is added to the step.
-        host_check = self.validate or targets.device.type == "cpu"
-        if targets.is_floating_point():
-            if targets.dim() < 2 or targets.shape[-1] != num_classes:
-                raise TargetsError(
-                    f"soft targets must have shape (..., {num_classes}) for a head with "
-                    f"{num_classes} outputs, got {tuple(targets.shape)}"
-                )
-            if host_check:
-                if not bool(torch.isfinite(targets).all()) or bool((targets < 0).any()):
-                    raise TargetsError("soft targets must be finite and non-negative")
-        elif (
-            targets.dtype in (torch.bool, torch.complex64, torch.complex128) or targets.is_complex()
-        ):
-            raise TypeError(
-                f"targets must hold class indices or probabilities, got {targets.dtype}"
-            )
+        if isinstance(targets, Tensor):
+            calls = check_positive(calls, "calls", integer=True)
+            queue = [targets] * calls
+        elif isinstance(targets, Sequence) and not isinstance(targets, (str, bytes)):
+            if calls != 1:
+                raise ValueError("give calls= with a single targets tensor, not with a sequence")
+            queue = list(targets)
+            if not queue:
+                raise ValueError("targets must hold at least one tensor")
         else:
-            if targets.dim() == 0:
-                raise TargetsError("targets must have a batch dimension, got a 0-d tensor")
-            if host_check:
-                if targets.numel() and bool(((targets < 0) | (targets >= num_classes)).any()):
-                    lo, hi = int(targets.min()), int(targets.max())
-                    raise TargetsError(
-                        f"class indices must lie in [0, {num_classes - 1}] for a head with "
-                        f"{num_classes} outputs, got values in [{lo}, {hi}]"
-                    )
-            elif targets.device.type == "cuda":
-                torch._assert_async(((targets >= 0) & (targets < num_classes)).all())
-        self._targets = targets
+            raise TypeError(
+                f"targets must be a torch.Tensor or a sequence of them, got "
+                f"{type(targets).__name__}"
+            )
+        for t in queue:
+            self._check_targets(t)
+        self._check_optimizer()
+        self._queue = queue
+        self._taught = []
 
     @property
     def active(self) -> bool:
-        """Whether the next forward of the head would be taught."""
-        return self.enabled and self.head.training and torch.is_grad_enabled()
+        """Whether the next forward of the head would be taught: the teacher is
+        enabled, the head is in training mode, and grad is enabled or targets
+        are armed (an armed forward under ``torch.no_grad()``, as a reentrant
+        activation checkpoint runs its first pass, is taught too)."""
+        return (
+            self.enabled and self.head.training and (torch.is_grad_enabled() or bool(self._queue))
+        )
 
     @property
     def stats(self) -> dict[str, float]:
-        """Figures of the last taught step (empty before the first one).
+        """Figures of the last taught call (empty before the first one).
 
         Keys: ``angle_mean`` and ``angle_max`` (radians moved on the sphere),
         ``objective_before``, ``objective_after`` and ``objective_drop``
-        (batch means of eq. 9), ``theta_dist`` (``|theta - theta*|``),
-        ``eta``, ``n_rows`` and ``n_skipped`` (rows passed through because
-        they were non-finite or zero). With ``policy="none"`` only the angles
-        (zero) and the counts. Reading them syncs with the device.
+        (means over the taught rows of eq. 9), ``theta_dist``
+        (``|theta - theta*|``), ``eta``, ``n_rows`` (rows reaching the head),
+        ``n_skipped`` (rows passed through because they were non-finite,
+        zero or overflowed the working dtype) and ``n_ignored`` (rows whose
+        label is ``ignore_index``). With ``policy="none"`` only the angles
+        (zero) and the counts. Not updated inside ``torch.func`` transforms.
+        Reading them syncs with the device.
         """
         return {k: float(v) for k, v in self._stats.items()}
 
     def remove(self) -> None:
         """Detach the hook from the head. Safe to call more than once."""
         if self._handle is not None:
+            self._finalizer.detach()
             self._handle.remove()
             self._handle = None
             ref = _ATTACHED.get(self.head)
             if ref is not None and ref() is self:
                 del _ATTACHED[self.head]
-        self._targets = None
+        self._queue = []
+        self._taught = []
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[PerformativeTeacher]:
+        """Within the block the head sees its input unchanged (``enabled`` is
+        restored afterwards, whatever it was)."""
+        enabled = self.enabled
+        self.enabled = False
+        try:
+            yield self
+        finally:
+            self.enabled = enabled
 
     def __enter__(self) -> PerformativeTeacher:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.remove()
+
+    def __getstate__(self) -> Any:
+        raise TypeError(
+            "a PerformativeTeacher cannot be pickled or copied (it holds the optimizer and a "
+            "hook on the head); save teacher.state_dict() and build a new teacher on the "
+            "copy's head instead"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """The teacher's own state (its hyperparameters live in the constructor)."""
@@ -295,7 +461,7 @@ class PerformativeTeacher:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned; a malformed state is refused whole."""
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         missing = {"version", "enabled", "steps_taught", "seed", "rng"} - set(state)
@@ -303,11 +469,23 @@ class PerformativeTeacher:
             raise ValueError(f"state is missing keys {sorted(missing)}")
         if state["version"] != _STATE_VERSION:
             raise ValueError(f"unsupported state version {state['version']!r}")
-        self.enabled = bool(state["enabled"])
-        self.steps_taught = int(state["steps_taught"])
-        self.seed = int(state["seed"])
+        if not isinstance(state["enabled"], bool):
+            raise ValueError(f"state['enabled'] must be a bool, got {state['enabled']!r}")
+        steps = state["steps_taught"]
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(f"state['steps_taught'] must be an int >= 0, got {steps!r}")
+        try:
+            seed = check_seed(state["seed"], "state['seed']")
+        except TypeError as err:
+            raise ValueError(str(err)) from None
+        if seed is None:
+            raise ValueError("state['seed'] must be an int, got None")
+        rng = _check_rng_state(state["rng"])
+        self.enabled = state["enabled"]
+        self.steps_taught = int(steps)
+        self.seed = seed
         self._generator = None
-        self._pending_rng = state["rng"]
+        self._pending_rng = rng
 
     def __repr__(self) -> str:
         return (
@@ -317,6 +495,64 @@ class PerformativeTeacher:
         )
 
     # ------------------------------------------------------------ internals
+    def _check_targets(self, targets: Any) -> None:
+        if not isinstance(targets, Tensor):
+            raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+        num_classes = self.head.out_features
+        # Value checks on the host where that is free (CPU) or asked for; on CUDA
+        # an asynchronous device assert, so no sync is added to the step. Tensors
+        # inside a torch.func transform cannot be read on the host.
+        wrapped = torch._C._functorch.is_functorch_wrapped_tensor(targets)
+        host_check = (self.validate or targets.device.type == "cpu") and not wrapped
+        if targets.is_floating_point():
+            if targets.dim() < 2 or targets.shape[-1] != num_classes:
+                raise TargetsError(
+                    f"soft targets must have shape (..., {num_classes}) for a head with "
+                    f"{num_classes} outputs, got {tuple(targets.shape)}"
+                )
+            if host_check:
+                if not bool(torch.isfinite(targets).all()) or bool((targets < 0).any()):
+                    raise TargetsError("soft targets must be finite and non-negative")
+        elif targets.dtype == torch.bool or targets.is_complex():
+            raise TypeError(
+                f"targets must hold class indices or probabilities, got {targets.dtype}"
+            )
+        else:
+            if targets.dim() == 0:
+                raise TargetsError("targets must have a batch dimension, got a 0-d tensor")
+            ok = ((targets >= 0) & (targets < num_classes)) | (targets == self.ignore_index)
+            if host_check:
+                if targets.numel() and not bool(ok.all()):
+                    bad = targets[~ok]
+                    lo, hi = int(bad.min()), int(bad.max())
+                    raise TargetsError(
+                        f"class indices must lie in [0, {num_classes - 1}] for a head with "
+                        f"{num_classes} outputs (or equal ignore_index={self.ignore_index}), "
+                        f"got values in [{lo}, {hi}]"
+                    )
+            elif targets.device.type == "cuda" and not wrapped:
+                torch._assert_async(ok.all())
+
+    def _check_optimizer(self) -> None:
+        """Refuse an optimizer that lost the head: ``fully_shard`` (FSDP2) replaces
+        ``head.weight`` by a DTensor parameter, which an optimizer built before does
+        not hold. Checked between steps, where FSDP2's parameters are the sharded
+        ones (inside its forward they are plain unsharded tensors no optimizer holds)."""
+        opt, w = self._rate.optimizer, self.head._parameters.get("weight")
+        if opt is None or w is None or w is self._rate_weight or not _is_dtensor(w):
+            return
+        for i, group in enumerate(opt.param_groups):
+            if any(p is w for p in group["params"]):
+                self._rate._group, self._rate_weight = i, w
+                return
+        raise TeacherError(
+            "head.weight was replaced by a sharded (DTensor) parameter, as fully_shard does, "
+            "after the teacher was built, and the teacher's optimizer does not hold the new "
+            "one, so eta would be read from an optimizer that no longer trains the head. "
+            "Build the teacher after fully_shard and the optimizer, or pass "
+            "lr=lambda: opt.param_groups[0]['lr']"
+        )
+
     def _rng(self, device: torch.device) -> torch.Generator:
         if self._generator is not None and self._generator.device.type == device.type:
             return self._generator
@@ -336,39 +572,53 @@ class PerformativeTeacher:
         return gen
 
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        if not self.active:
-            return None
         if args:
             z, rest, key = args[0], args[1:], None
         elif "input" in kwargs:
             z, rest, key = kwargs["input"], (), "input"
         else:
             return None
-        targets = self._targets
-        if targets is None:
-            raise MissingTargetsError(
-                "a training forward reached the taught head without targets: call "
-                "teacher.set_targets(y) before each training forward (or set "
-                "teacher.enabled = False, use model.eval(), or torch.no_grad())"
-            )
-        self._targets = None
-        if not isinstance(z, Tensor) or not z.is_floating_point():
-            raise TypeError("the head's input must be a floating-point tensor")
-        self._check_shapes(z, targets)
-        if self.policy == "none":
-            n = z.numel() // max(z.shape[-1], 1)
-            zero = torch.zeros((), device=z.device)
-            self._stats = {
-                "angle_mean": zero,
-                "angle_max": zero,
-                "n_rows": torch.tensor(n),
-                "n_skipped": torch.tensor(0),
-            }
+        if self._taught and self.enabled and self.head.training and _in_backward():
+            # Activation checkpointing recomputes the head's forward inside the backward:
+            # hand it the features its first pass was taught with.
+            z_new = self._recompute(z)
+        elif self.active:
+            if not self._queue:
+                raise MissingTargetsError(
+                    "a training forward reached the taught head without targets: call "
+                    "teacher.set_targets(y) before each training forward (set_targets(y, "
+                    "calls=n) for a step that calls the head n times), or set "
+                    "teacher.enabled = False, use model.eval(), or torch.no_grad()"
+                )
+            targets = self._queue.pop(0)
+            if not isinstance(z, Tensor) or not z.is_floating_point():
+                raise TypeError("the head's input must be a floating-point tensor")
+            self._check_shapes(z, targets)
+            z_new = self._teach(z, targets)
+        else:
             return None
-        z_new = self._teach(z, targets)
+        if z_new is z:
+            return None
         if key is None:
             return (z_new, *rest), kwargs
         return args, {**kwargs, key: z_new}
+
+    def _recompute(self, z: Tensor) -> Tensor:
+        shape = tuple(z.shape)
+        found = [t for t in self._taught if t.shape == shape]
+        if len(found) > 1:  # several calls of this shape: tell them apart by their rows' sums
+            fingerprint = _fingerprint(z)
+            found = [t for t in found if torch.equal(t.fingerprint, fingerprint)]
+        if not found:
+            raise TeacherError(
+                f"activation checkpointing recomputed the taught head on features of shape "
+                f"{shape} that its first pass did not see; the recomputation must repeat the "
+                f"forward exactly (same inputs, deterministic layers)"
+            )
+        entry = found[0]
+        if entry.z_tilde is None:
+            return z
+        return _StraightThrough.apply(z, entry.z_tilde, entry.extra, self._extra_scale)
 
     def _check_shapes(self, z: Tensor, targets: Tensor) -> None:
         lead = tuple(z.shape[:-1])
@@ -390,16 +640,36 @@ class PerformativeTeacher:
             )
 
     def _teach(self, z: Tensor, targets: Tensor) -> Tensor:
+        record = not _under_functorch()
+        if self.policy == "none":
+            rows = z.numel() // max(z.shape[-1], 1)
+            zero = torch.zeros((), device=z.device)
+            ignored = (
+                torch.zeros((), dtype=torch.long, device=z.device)
+                if targets.is_floating_point()
+                else (targets == self.ignore_index).sum()
+            )
+            if record:
+                self._stats = {
+                    "angle_mean": zero,
+                    "angle_max": zero,
+                    "n_rows": torch.tensor(rows),
+                    "n_skipped": torch.tensor(0),
+                    "n_ignored": ignored,
+                }
+            self._remember(z, None, None)
+            self.steps_taught += 1
+            return z
         with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
             eta = self._rate()
             if isinstance(eta, Tensor) or self.compile:
                 # A tensor, so a scheduler's new lr does not trigger a recompile.
                 eta = torch.as_tensor(eta, device=z.device, dtype=_work_dtype(z))
-            bias = self.head.bias
+            weight, bias = _read_head(self.head)
             args = (
                 z.detach(),
                 targets,
-                self.head.weight.detach(),
+                weight.detach(),
                 None if bias is None else bias.detach(),
                 eta,
             )
@@ -409,20 +679,29 @@ class PerformativeTeacher:
                 lookahead_steps=self.lookahead_steps,
                 lookahead_lr=self.lookahead_lr,
                 feature_grad=self.lookahead_encoder_grad,
+                ignore_index=self.ignore_index,
             )
             if self.policy == "greedy":
-                z_tilde, extra, self._stats = self._greedy(
+                z_tilde, extra, stats = self._greedy(
                     *args, solve_steps=self.solve_steps, solve_lr=self.solve_lr, **common
                 )
                 if self._copy_outputs:  # CUDA-graph outputs are overwritten by the next replay
                     z_tilde = z_tilde.clone()
                     extra = None if extra is None else extra.clone()
-                    self._stats = {k: v.clone() for k, v in self._stats.items()}
+                    stats = {k: v.clone() for k, v in stats.items()}
             else:
                 gen = self._rng(z.device)
-                z_tilde, extra, self._stats = _teach_step(*args, generator=gen, **common)
+                z_tilde, extra, stats = _teach_step(*args, generator=gen, **common)
+        if record:
+            self._stats = stats
+        self._remember(z, z_tilde, extra)
         self.steps_taught += 1
         return _StraightThrough.apply(z, z_tilde, extra, self._extra_scale)
+
+    def _remember(self, z: Tensor, z_tilde: Tensor | None, extra: Tensor | None) -> None:
+        if _under_functorch():  # no checkpoint recomputation to serve; keep no wrapped tensors
+            return
+        self._taught.append(_Taught(tuple(z.shape), _fingerprint(z), z_tilde, extra))
 
     def _extra_scale(self) -> Any:
         scaler = self.grad_scaler
@@ -447,22 +726,37 @@ def _work_dtype(z: Tensor) -> torch.dtype:
 
 
 def _inputs(
-    z: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None, n_classes: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
-    """The head's input as (N, D) rows and everything in the working dtype."""
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    n_classes: int,
+    ignore_index: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+    """The head's input as (N, D) rows, everything in the working dtype, and the rows
+    whose label is ``ignore_index``."""
     work_dtype = _work_dtype(z)
     flat = z.reshape(-1, z.shape[-1])
     if targets.is_floating_point():
         tgt = targets.reshape(-1, targets.shape[-1]).to(work_dtype)
-    else:  # one-hot once, not in every solver iteration
-        tgt = F.one_hot(targets.reshape(-1), n_classes).to(work_dtype)
+        ignored = torch.zeros(flat.shape[0], dtype=torch.bool, device=z.device)
+    else:  # one-hot once, not in every solver iteration; any integer dtype
+        idx = targets.reshape(-1).long()
+        ignored = idx == ignore_index
+        tgt = F.one_hot(idx.masked_fill(ignored, 0), n_classes).to(work_dtype)
     b = None if bias is None else bias.to(work_dtype)
-    return flat, flat.to(work_dtype), tgt, weight.to(work_dtype), b
+    return flat, flat.to(work_dtype), tgt, weight.to(work_dtype), b, ignored
 
 
 def _outputs(
-    z: Tensor, flat: Tensor, zf: Tensor, step: TeachStep, weight: Tensor, bias: Tensor | None,
+    z: Tensor,
+    flat: Tensor,
+    zf: Tensor,
+    step: TeachStep,
+    weight: Tensor,
+    bias: Tensor | None,
     eta: Any,
+    ignored: Tensor,
 ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
     """``z~`` in the input's shape and dtype, the released-code extra gradient, the stats."""
     valid, la = step.valid, step.lookahead
@@ -487,7 +781,8 @@ def _outputs(
         "theta_dist": dist_sq.sqrt(),
         "eta": torch.as_tensor(eta),
         "n_rows": torch.tensor(valid.numel()),
-        "n_skipped": (~valid).sum(),
+        "n_skipped": (~valid & ~ignored).sum(),
+        "n_ignored": ignored.sum(),
     }
     return z_tilde, extra, stats
 
@@ -503,6 +798,7 @@ def _teach_step(
     generator: torch.Generator | None = None,
     solve_steps: int = 15,
     solve_lr: float | None = None,
+    ignore_index: int = -100,
     **common: Any,
 ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
     """Everything of one teaching step between the detached input and ``z~``.
@@ -511,11 +807,159 @@ def _teach_step(
     function, so that ``compile=True`` traces the casts, the solve and the
     statistics of the greedy step as one graph.
     """
-    flat, zf, tgt, w, b = _inputs(z, targets, weight, bias, n_classes)
+    flat, zf, tgt, w, b, ignored = _inputs(z, targets, weight, bias, n_classes, ignore_index)
+    keep = ~ignored
     if generator is None:
         step = greedy_teach(
-            zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, **common
+            zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, mask=keep, **common
         )
     else:
-        step = random_teach(zf, tgt, w, b, eta, generator=generator, **common)
-    return _outputs(z, flat, zf, step, w, b, eta)
+        step = random_teach(zf, tgt, w, b, eta, generator=generator, mask=keep, **common)
+    return _outputs(z, flat, zf, step, w, b, eta, ignored)
+
+
+def _is_dtensor(t: Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a build without torch.distributed
+        return False
+    return isinstance(t, DTensor)
+
+
+def _fingerprint(z: Tensor) -> Tensor:
+    """Row sums of ``z``: enough to tell apart the calls of one step."""
+    return z.detach().sum(-1)
+
+
+def _check_head(head: Any) -> nn.Linear:
+    """Refuse, at construction, a head the teacher cannot work with."""
+    if isinstance(head, (tuple, list)):
+        names = ", ".join(type(h).__name__ for h in head)
+        raise HeadTypeError(
+            f"head must be one nn.Linear, got a {type(head).__name__} of {len(head)} modules "
+            f"({names}), as timm's get_classifier() returns for distilled models (DeiT, "
+            f"LeViT). Attach one teacher to each head that should be taught, e.g. "
+            f"t0 = PerformativeTeacher(heads[0], optimizer=opt); t1 = "
+            f"PerformativeTeacher(heads[1], optimizer=opt), and arm both each step "
+            f"(t0.set_targets(y); t1.set_targets(y))"
+        )
+    if not isinstance(head, nn.Linear):
+        raise HeadTypeError(
+            f"head must be an nn.Linear (the network's final linear layer), got "
+            f"{type(head).__module__}.{type(head).__qualname__}. Pass the last nn.Linear, "
+            f"e.g. model.fc, model.head or, for timm models, model.get_classifier()."
+        )
+    if head.in_features < 2:
+        raise HeadTypeError(
+            f"head must take at least 2 input features (a 1-wide feature has no sphere to move "
+            f"on), got in_features={head.in_features}"
+        )
+    if head.out_features < 2:
+        raise HeadTypeError(
+            f"head must have at least 2 outputs (softmax cross-entropy over one class is "
+            f"constant), got out_features={head.out_features}"
+        )
+    return head
+
+
+def _old_style_hooks(head: nn.Module) -> list[Any]:
+    """The hooks of ``torch.nn.utils.weight_norm`` / ``spectral_norm`` (the old API) on ``head``."""
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    return [
+        h for h in head._forward_pre_hooks.values() if isinstance(h, (WeightNorm, SpectralNorm))
+    ]
+
+
+def _weight_params(head: nn.Module) -> list[Tensor]:
+    """The parameters an optimizer holds for the head's weight: ``weight`` itself, or the
+    originals of a parametrization (``weight_norm``, ``spectral_norm``, old and new API)."""
+    params: list[Tensor] = [p for name, p in head.named_parameters() if "bias" not in name]
+    weight = head._parameters.get("weight")
+    if weight is not None:  # the plain case first
+        params.remove(weight)
+        params.insert(0, weight)
+    return params
+
+
+def _read(head: nn.Module, name: str) -> Tensor | None:
+    """``head.<name>`` as the head's next forward will use it, with no side effect: a
+    parametrization (e.g. spectral norm's power iteration) is evaluated in eval mode, so
+    its buffers are exactly as without the teacher."""
+    if parametrize.is_parametrized(head, name):
+        plist: nn.Module = head.parametrizations[name]  # type: ignore[index,assignment]
+        modes = [(m, m.training) for m in plist.modules()]
+        plist.train(False)
+        try:
+            return getattr(head, name)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+    for hook in _old_style_hooks(head):
+        if hook.name == name:
+            from torch.nn.utils.spectral_norm import SpectralNorm
+
+            if isinstance(hook, SpectralNorm):
+                return hook.compute_weight(head, do_power_iteration=False)
+            return hook.compute_weight(head)
+    return getattr(head, name)
+
+
+def _read_head(head: nn.Linear) -> tuple[Tensor, Tensor | None]:
+    return _read(head, "weight"), _read(head, "bias")  # type: ignore[return-value]
+
+
+def _check_rng_state(rng: Any) -> tuple[str, Tensor] | None:
+    """A saved random-policy state, checked whole (a corrupt one is refused at load)."""
+    if rng is None:
+        return None
+    if (
+        not isinstance(rng, (tuple, list))
+        or len(rng) != 2
+        or not isinstance(rng[0], str)
+        or not isinstance(rng[1], Tensor)
+        or rng[1].dtype != torch.uint8
+        or rng[1].dim() != 1
+    ):
+        raise ValueError(
+            "state['rng'] must be None or (device type, uint8 generator state) as "
+            "state_dict() returns it"
+        )
+    dev_type, state = rng[0], rng[1].cpu()
+    if dev_type == "cpu" or (dev_type == "cuda" and torch.cuda.is_available()):
+        try:  # on a scratch generator, so a bad state fails here and not at a later forward
+            torch.Generator(device=dev_type).set_state(state)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(
+                f"state['rng'] is not a valid {dev_type!r} generator state: {err}"
+            ) from None
+    return dev_type, state
+
+
+@contextlib.contextmanager
+def suspend_teachers(module: nn.Module) -> Iterator[list[PerformativeTeacher]]:
+    """Within the block every :class:`PerformativeTeacher` on a submodule of
+    ``module`` passes features through (each teacher's ``enabled`` is restored
+    afterwards); yields the teachers found.
+
+    For forwards that are not training steps of the learner, e.g. the virtual
+    step of :meth:`torchdht.MixupTeacher.hypergradient_step`.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> teacher = PerformativeTeacher(model[-1], lr=0.1)
+        >>> with suspend_teachers(model) as found:
+        ...     out = model(torch.randn(2, 4))  # no targets needed
+        >>> len(found), teacher.enabled
+        (1, True)
+        >>> teacher.remove()
+    """
+    with contextlib.ExitStack() as stack:
+        teachers = []
+        for m in module.modules():
+            ref = _ATTACHED.get(m)
+            teacher = ref() if ref is not None else None
+            if teacher is not None:
+                teachers.append(stack.enter_context(teacher.suspended()))
+        yield teachers

@@ -20,7 +20,10 @@ cross-entropy first) and ``"random"`` (plain shuffled batches, the baseline).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable, Union
 
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import IterableDataset, Sampler, TensorDataset, default_collate
 
-from .._checks import LearnerRate, check_positive
+from .._checks import LearnerRate, check_ignore_index, check_int, check_positive
 from ..errors import HeadTypeError, TargetsError
 from ..functional.lookahead import linear_lookahead
 from ..functional.objective import linear_ce_objective
@@ -50,12 +53,24 @@ _CONFIG_KEYS = (
 Eta = Union[float, Callable[[], float]]
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+@contextlib.contextmanager
+def _global_rngs_kept(device: torch.device) -> Iterator[None]:
+    """Restore the global RNGs on exit: torch's CPU generator, the CUDA generator of
+    ``device`` (when it is a CUDA device), Python's ``random`` and NumPy's legacy
+    global generator (when NumPy is imported). Saving them costs a few microseconds."""
+    devices: list[int] = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    py_state = random.getstate()
+    np_random = sys.modules.get("numpy.random")
+    np_state = np_random.get_state() if np_random is not None else None
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            if np_random is not None:
+                np_random.set_state(np_state)
 
 
 def _qualname(obj: Any) -> str:
@@ -139,6 +154,21 @@ class TeachingSampler(Sampler[list[int]]):
     dataset with random augmentation scores a different view than the one the
     workers then load. ``num_workers=0`` is recommended for this reason.
 
+    Loading and running the candidates happens with the global RNGs saved and
+    restored afterwards (torch's CPU generator, the CUDA generator of the
+    model's device, Python's ``random`` and NumPy's legacy global generator):
+    a dataset whose ``__getitem__`` draws from them (random augmentation) does
+    not advance them by scoring, so after each step they are as without the
+    sampler's scoring pass. The candidates' augmentations then draw the same
+    numbers the DataLoader's fetch of the picked batch draws next.
+
+    Class-index targets equal to ``ignore_index`` (as in ``F.cross_entropy``)
+    are accepted: such candidates take no part in the lookahead that
+    estimates the target head (it runs on the other candidates only, exactly
+    as if they were absent), get the objective ``+inf`` (``"greedy"``) or the
+    loss ``-inf`` (``"loss"``), and so are picked only after every scored
+    candidate, in index order. ``"random"`` does not look at targets.
+
     Distributed training follows ``DistributedSampler``: the same ``seed`` on
     every rank gives the same permutation, padded (``drop_last=False``) or
     truncated (``drop_last=True``) to a multiple of ``num_replicas``; rank
@@ -148,8 +178,8 @@ class TeachingSampler(Sampler[list[int]]):
 
     Args:
         dataset: a map-style dataset with ``__len__`` whose items collate into
-            ``(input, target)``; targets are class indices (or soft targets of
-            shape (C,) per item).
+            ``(input, target)``; targets are class indices of any integer
+            dtype (or soft targets of shape (C,) per item).
         model: the network, called as ``model(input)`` on the candidates;
             wrappers (``torch.compile``, ``DistributedDataParallel``,
             ``DataParallel``) are unwrapped for scoring. May be the head itself
@@ -186,7 +216,7 @@ class TeachingSampler(Sampler[list[int]]):
             pools from fresh permutations (default: None, one pass).
         seed: seed of the permutations, the same on every rank; the epoch's
             generator is ``torch.Generator().manual_seed(seed + epoch)``
-            (default: 0). The global RNG is never used.
+            (default: 0). The permutations never draw from the global RNG.
         num_replicas: number of ranks (default: None, the world size when
             ``torch.distributed`` is initialised, else 1).
         rank: this rank (default: None, from ``torch.distributed``, else 0).
@@ -196,6 +226,9 @@ class TeachingSampler(Sampler[list[int]]):
             (default: None, ``torch.utils.data.default_collate``).
         score_batch_size: candidates per scoring forward, to bound memory
             (default: 1024).
+        ignore_index: the class index of candidates to leave unscored, as in
+            ``F.cross_entropy`` (default: -100). Any int; a value in
+            ``[0, num_classes)`` makes that class's candidates ignored.
 
     Example:
         >>> from torch.utils.data import DataLoader, TensorDataset
@@ -240,6 +273,7 @@ class TeachingSampler(Sampler[list[int]]):
         drop_last: bool = False,
         collate_fn: Callable[[list], Any] | None = None,
         score_batch_size: int = 1024,
+        ignore_index: int = -100,
     ) -> None:
         super().__init__()
         # ---- the dataset
@@ -262,8 +296,10 @@ class TeachingSampler(Sampler[list[int]]):
             raise ValueError("dataset is empty")
         self.dataset = dataset
         # ---- sizes
-        self.batch_size = _check_int(batch_size, "batch_size", 1)
-        self.pool_factor = _check_int(pool_factor, "pool_factor", 1)
+        batch_size = check_int(batch_size, "batch_size", 1)
+        self.batch_size = batch_size
+        pool_factor = check_int(pool_factor, "pool_factor", 1)
+        self.pool_factor = pool_factor
         if score not in _SCORES:
             raise ValueError(f"score must be one of {_SCORES}, got {score!r}")
         self.score = score
@@ -272,7 +308,8 @@ class TeachingSampler(Sampler[list[int]]):
         # ---- replicas
         if num_replicas is None:
             num_replicas = _dist_default("world") or 1
-        self.num_replicas = _check_int(num_replicas, "num_replicas", 1)
+        num_replicas = check_int(num_replicas, "num_replicas", 1)
+        self.num_replicas = num_replicas
         if rank is None:
             rank = _dist_default("rank")
             if rank is None:
@@ -282,7 +319,8 @@ class TeachingSampler(Sampler[list[int]]):
                         f"torch.distributed is not initialised"
                     )
                 rank = 0
-        self.rank = _check_int(rank, "rank", 0)
+        rank = check_int(rank, "rank", 0)
+        self.rank = rank
         if rank >= num_replicas:
             raise ValueError(
                 f"rank must lie in [0, num_replicas - 1] = [0, {num_replicas - 1}], got {rank}"
@@ -303,23 +341,25 @@ class TeachingSampler(Sampler[list[int]]):
                 f"{'batch_size' if score == 'random' else 'pool_factor or batch_size'}"
             )
         if steps_per_epoch is not None:
-            _check_int(steps_per_epoch, "steps_per_epoch", 1)
+            steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1)
         self.steps_per_epoch = steps_per_epoch
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self.seed = seed
+        self.seed = check_int(seed, "seed", None)
+        # Any int, as in F.cross_entropy (a class id in [0, C) is then ignored).
+        self.ignore_index = check_ignore_index(ignore_index)
         self.collate_fn = default_collate if collate_fn is None else collate_fn
         if not callable(self.collate_fn):
             raise TypeError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
-        self.score_batch_size = _check_int(score_batch_size, "score_batch_size", 1)
+        self.score_batch_size = check_int(score_batch_size, "score_batch_size", 1)
         # ---- model, head and the teacher's hyperparameters
         self.model = model
         self.head = head
         self.optimizer = optimizer
+        if lr is not None and not callable(lr):
+            lr = check_positive(lr, "lr")
         self.lr = lr
-        self.lookahead_steps = _check_int(lookahead_steps, "lookahead_steps", 1)
+        self.lookahead_steps = check_int(lookahead_steps, "lookahead_steps", 1)
         self.lookahead_lr = (
-            None if lookahead_lr is None else float(check_positive(lookahead_lr, "lookahead_lr"))
+            None if lookahead_lr is None else check_positive(lookahead_lr, "lookahead_lr")
         )
         if objective_eta not in ("batch", "sample"):
             raise ValueError(f"objective_eta must be 'batch' or 'sample', got {objective_eta!r}")
@@ -328,7 +368,7 @@ class TeachingSampler(Sampler[list[int]]):
         self._rate: LearnerRate | None = None
         if score != "random":
             self._check_model_and_head(model, head)
-            self._check_eta_source(optimizer, lr, required=score == "greedy")
+            self._check_eta_source(optimizer, self.lr, required=score == "greedy")
             if w_star is not None:
                 self.w_star = self._check_w_star(w_star)
         # score="random" runs no model: model, head, optimizer, lr and w_star are unused.
@@ -414,7 +454,7 @@ class TeachingSampler(Sampler[list[int]]):
         Args:
             epoch: a non-negative int.
         """
-        _check_int(epoch, "epoch", 0)
+        epoch = check_int(epoch, "epoch", 0)
         if epoch != self.epoch:
             self.epoch = epoch
             self._step = 0
@@ -455,7 +495,7 @@ class TeachingSampler(Sampler[list[int]]):
             ...  .manual_seed(0))[i:i + 5].tolist() for i in (0, 5)]
             True
         """
-        e = self.epoch if epoch is None else _check_int(epoch, "epoch", 0)
+        e = self.epoch if epoch is None else check_int(epoch, "epoch", 0)
         return [self._pool(e, s) for s in range(len(self))]
 
     @property
@@ -463,7 +503,9 @@ class TeachingSampler(Sampler[list[int]]):
         """Figures of the last scored step (empty before it, and for ``"random"``).
 
         Keys: ``pool_score_mean`` and ``picked_score_mean`` (the greedy
-        objective or the loss), and for ``"greedy"`` ``eta`` (the learner's),
+        objective or the loss, over the scored candidates: NaN when all are
+        ignored), ``ignored`` (candidates of the pool whose target is
+        ``ignore_index``), and for ``"greedy"`` ``eta`` (the learner's),
         ``objective_eta`` (the one in the objective) and ``theta_dist``
         (``|theta - theta*|``).
         """
@@ -508,10 +550,10 @@ class TeachingSampler(Sampler[list[int]]):
                 f"state was saved by a sampler with another configuration ({detail}); "
                 f"the continuation would not be the same"
             )
-        step = _check_int(state["step"], "state['step']", 0)
+        step = check_int(state["step"], "state['step']", 0)
         if step > len(self):
             raise ValueError(f"state['step'] = {step} exceeds the {len(self)} steps per epoch")
-        self.epoch = _check_int(state["epoch"], "state['epoch']", 0)
+        self.epoch = check_int(state["epoch"], "state['epoch']", 0)
         self.seed = int(state["seed"])
         self._step = step
         self._resume = True
@@ -586,12 +628,17 @@ class TeachingSampler(Sampler[list[int]]):
                 f"class-index targets must have shape ({n},) for {n} candidates, got "
                 f"{tuple(y.shape)}"
             )
-        if bool(((y < 0) | (y >= num_classes)).any()):
+        # Widen first: a uint8 156 would compare equal to -100 otherwise.
+        y = y.long()
+        bad = ((y < 0) | (y >= num_classes)) & (y != self.ignore_index)
+        if bool(bad.any()):
+            wrong = y[bad]
             raise TargetsError(
-                f"class indices must lie in [0, {num_classes - 1}] for a head with "
-                f"{num_classes} outputs, got values in [{int(y.min())}, {int(y.max())}]"
+                f"class indices must lie in [0, {num_classes - 1}] (or equal ignore_index="
+                f"{self.ignore_index}) for a head with {num_classes} outputs, got values in "
+                f"[{int(wrong.min())}, {int(wrong.max())}]"
             )
-        return y.long()
+        return y
 
     def _load(self, indices: list[int]) -> Any:
         if isinstance(self.dataset, TensorDataset) and self.collate_fn is default_collate:
@@ -669,15 +716,31 @@ class TeachingSampler(Sampler[list[int]]):
             )
         return z.detach()
 
-    def _scores(self, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-candidate keys (lower is picked first) and the reported scores."""
+    def _scores(self, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Per-candidate keys (lower is picked first), the reported scores, and the
+        ignored candidates (a boolean mask, or None when there are none).
+
+        Ignored candidates are left out of every computation (the lookahead and
+        the scores run on the others only, as if they were absent); their key is
+        ``+inf`` and their score ``+inf`` (objective) or ``-inf`` (loss).
+        """
         head = self.head
         assert isinstance(head, nn.Linear)
+        ignored: Tensor | None = None
+        if not y.is_floating_point():
+            ign = y == self.ignore_index
+            if bool(ign.any()):
+                ignored = ign
         dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
         with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
             z = z.to(dtype)
             if y.is_floating_point():
                 y = y.to(dtype)
+            n = z.shape[0]
+            rows: Tensor | None = None  # the scored candidates, when some are ignored
+            if ignored is not None:
+                rows = (~ignored).nonzero().squeeze(1)
+                z, y = z.index_select(0, rows), y.index_select(0, rows)
             weight = head.weight.detach().to(dtype)
             bias = None if head.bias is None else head.bias.detach().to(dtype)
             if self.score == "loss":
@@ -686,8 +749,9 @@ class TeachingSampler(Sampler[list[int]]):
                     loss = -(y * logp).sum(-1)
                 else:
                     loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+                loss = self._scatter(loss, rows, n, -math.inf)
                 self._stats = {}
-                return -loss, loss
+                return -loss, loss, ignored
             assert self._rate is not None
             eta = self._rate()
             if isinstance(eta, Tensor):
@@ -695,12 +759,18 @@ class TeachingSampler(Sampler[list[int]]):
             if self.w_star is not None:
                 w_star = self.w_star[0].to(z.device, dtype)
                 b_star = None if self.w_star[1] is None else self.w_star[1].to(z.device, dtype)
+            elif z.shape[0] == 0:  # every candidate ignored: nothing to look ahead on
+                w_star, b_star = weight, bias
             else:
                 la_lr = self.lookahead_lr if self.lookahead_lr is not None else eta
                 la = linear_lookahead(z, y, weight, bias, la_lr, self.lookahead_steps)
                 w_star, b_star = la.weight, la.bias
             eta_obj = eta / self.batch_size if self.objective_eta == "batch" else eta
-            obj = linear_ce_objective(z, y, weight, bias, w_star, b_star, eta_obj)
+            if z.shape[0] == 0:
+                obj = z.new_empty(0)
+            else:
+                obj = linear_ce_objective(z, y, weight, bias, w_star, b_star, eta_obj)
+            obj = self._scatter(obj, rows, n, math.inf)
             dist_sq = (weight - w_star).pow(2).sum()
             if bias is not None:
                 assert b_star is not None
@@ -710,17 +780,43 @@ class TeachingSampler(Sampler[list[int]]):
                 "objective_eta": float(eta_obj),
                 "theta_dist": float(dist_sq.sqrt()),
             }
-            return obj, obj
+            return obj, obj, ignored
+
+    @staticmethod
+    def _scatter(values: Tensor, rows: Tensor | None, n: int, fill: float) -> Tensor:
+        """``values`` of the scored candidates at ``rows`` and ``fill`` elsewhere, shape
+        (n,); ``values`` itself when every candidate is scored (``rows`` None)."""
+        if rows is None:
+            return values
+        return values.new_full((n,), fill).index_copy_(0, rows, values)
 
     def _select(self, pool: Tensor) -> list[int]:
         # Candidates in index order, then a stable sort: ties go to the lower index.
         cand = pool.sort().values
-        z, y = self._features(cand.tolist())
-        key, shown = self._scores(z, y)
+        assert self.model is not None
+        # Loading may draw from the global RNGs (random augmentation): restore them.
+        with _global_rngs_kept(_module_device(_unwrap(self.model))):
+            z, y = self._features(cand.tolist())
+        key, shown, ignored = self._scores(z, y)
         key = torch.nan_to_num(key, nan=math.inf)
-        order = torch.sort(key, stable=True).indices[: self.batch_size].cpu()
-        picked = shown[order.to(shown.device)]
+        order = torch.sort(key, stable=True).indices
+        if ignored is not None:  # ignored candidates after every scored one (also NaN ones)
+            last = ignored.index_select(0, order).to(torch.uint8)
+            order = order.index_select(0, torch.sort(last, stable=True).indices)
+        order = order[: self.batch_size]
+        picked = shown.index_select(0, order)
+        if ignored is None:
+            pool_mean, picked_mean = float(shown.mean()), float(picked.mean())
+            n_ignored = 0
+        else:  # means over the scored candidates only (NaN when there are none)
+            scored = ~ignored
+            picked_scored = scored.index_select(0, order)
+            pool_mean = float(shown[scored].mean()) if bool(scored.any()) else math.nan
+            picked_mean = (
+                float(picked[picked_scored].mean()) if bool(picked_scored.any()) else math.nan
+            )
+            n_ignored = int(ignored.sum())
         self._stats.update(
-            pool_score_mean=float(shown.mean()), picked_score_mean=float(picked.mean())
+            pool_score_mean=pool_mean, picked_score_mean=picked_mean, ignored=n_ignored
         )
-        return cand[order].tolist()
+        return cand[order.cpu()].tolist()
