@@ -1,14 +1,50 @@
-"""Shared test helpers."""
+"""Shared test helpers, and the hypothesis settings profiles.
+
+Property-based tests (hypothesis) run under one of two profiles registered here:
+
+* ``ci``: derandomised (the same examples on every run, no example database), no deadline,
+  and a reproduction blob printed with any failure.
+  Loaded when the environment variable ``CI`` is set (to anything but ``""``, ``0`` or
+  ``false``), as ``.ci/run`` is run in CI with ``CI=true``.
+* ``dev``: hypothesis' defaults, fresh random examples each run. Loaded otherwise.
+
+Pick one explicitly with ``HYPOTHESIS_PROFILE=ci python -m pytest ...`` (or ``dev``), or with
+hypothesis' own ``python -m pytest --hypothesis-profile=ci ...``, which wins over both.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def hypothesis_profile(env: Mapping[str, str] = os.environ) -> str:
+    """The hypothesis profile for this environment: ``$HYPOTHESIS_PROFILE`` if set, else
+    ``"ci"`` under CI (``$CI`` set and not ``""``, ``"0"`` or ``"false"``), else ``"dev"``."""
+    chosen = env.get("HYPOTHESIS_PROFILE", "").strip()
+    if chosen:
+        return chosen
+    ci = env.get("CI", "").strip().lower()
+    return "ci" if ci not in ("", "0", "false") else "dev"
+
+
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # the dev extras bring it; without it the property tests cannot run anyway
+    pass
+else:
+    _hypothesis_settings.register_profile(
+        "ci", derandomize=True, database=None, deadline=None, print_blob=True
+    )
+    # Explicitly random: recent hypothesis versions derandomise their own defaults under CI.
+    _hypothesis_settings.register_profile("dev", derandomize=False)
+    _hypothesis_settings.load_profile(hypothesis_profile())
 
 
 def worker_env() -> dict[str, str]:

@@ -17,8 +17,9 @@ pytest.importorskip("tqdm")
 from torchdht import demo  # noqa: E402
 from torchdht.__main__ import main  # noqa: E402
 
+from conftest import data_root  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -119,12 +120,19 @@ def test_env_var_sets_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert str(missing) in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(),
-                    reason=f"no offline MNIST at {SHARED_DATA / 'MNIST' / 'raw'}")
-def test_run_demo_mnist(tmp_path: Path) -> None:
+def test_run_demo_mnist(tmp_path: Path, mnist_root: Path) -> None:
+    """On the offline MNIST under ``$TORCHDHT_DATA`` (else ``../shared/data``); skips without."""
     pytest.importorskip("torchvision")
-    assert demo._resolve_mnist_root(SHARED_DATA / "MNIST") == SHARED_DATA
-    rows = demo.run_demo(iters=10, seeds=1, eval_every=5, data_root=SHARED_DATA, out=tmp_path,
+    assert demo._resolve_mnist_root(mnist_root / "MNIST") == mnist_root
+    rows = demo.run_demo(iters=10, seeds=1, eval_every=5, data_root=mnist_root, out=tmp_path,
                          progress=False, echo=False)
     assert all(r["dataset"] == "mnist" for r in rows)
     _check_outputs(tmp_path, list(demo.METHODS))
+
+
+def test_data_root_follows_the_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests read the data where ``TORCHDHT_DATA`` says, as the demo does."""
+    monkeypatch.setenv(demo.DATA_ENV_VAR, str(tmp_path))
+    assert data_root() == tmp_path
+    monkeypatch.delenv(demo.DATA_ENV_VAR)
+    assert data_root() == REPO_ROOT.parent / "shared" / "data"

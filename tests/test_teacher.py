@@ -260,8 +260,11 @@ def test_grad_scaler_scales_the_extra_gradient():
                 gs.append(torch.autograd.grad(loss, z)[0])
         return gs[0] - gs[1]
 
+    plain = extra(None)
+    # a real extra gradient: 8 * 0 == 0 would pass the comparison below for nothing
+    assert float(plain.abs().max()) > 1e-3
     scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
-    torch.testing.assert_close(extra(scaler), 8.0 * extra(None), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(extra(scaler), 8.0 * plain, rtol=1e-4, atol=1e-6)
 
 
 def test_bad_rows_pass_through_and_are_counted():

@@ -779,7 +779,7 @@ def _outputs(
         "objective_after": a_mean,
         "objective_drop": b_mean - a_mean,
         "theta_dist": dist_sq.sqrt(),
-        "eta": torch.as_tensor(eta),
+        "eta": torch.as_tensor(eta, dtype=zf.dtype, device=zf.device),
         "n_rows": torch.tensor(valid.numel()),
         "n_skipped": (~valid & ~ignored).sum(),
         "n_ignored": ignored.sum(),
