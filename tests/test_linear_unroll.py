@@ -208,7 +208,8 @@ def test_memory_is_flat_across_outer_iterations(kind):
     t.fit(2)  # optimizer state and carried learners exist from here on
     after_two = _live_tensors()
     t.fit(25)
-    assert _live_tensors() == after_two
+    # no growth (tensors other tests left behind for a cache may be freed meanwhile)
+    assert _live_tensors() <= after_two
     assert t._w is not None and t._w.grad_fn is None and not t._w.requires_grad
 
 

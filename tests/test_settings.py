@@ -137,22 +137,38 @@ def test_teacher_lookahead_lr():
     assert stats["eta"] == ETA  # the objective still uses the learner's eta
 
 
-@pytest.mark.parametrize("steps", [3, 40])
-def test_teacher_solve_steps(steps):
+@pytest.mark.parametrize(
+    "solver,steps", [("pgd", 3), ("pgd", 40), ("linesearch", 1), ("linesearch", 5)]
+)
+def test_teacher_solve_steps(solver, steps):
     z, y, head = _problem()
     W, b = _wb(head)
-    got, _ = _run(head, z, y, lr=ETA, solve_steps=steps)
-    _assert_same(got, greedy_teach(z, _one_hot(y), W, b, ETA, solve_steps=steps).z)
-    assert _max_diff(got, greedy_teach(z, _one_hot(y), W, b, ETA).z) > 1e-4
+    got, _ = _run(head, z, y, lr=ETA, solver=solver, solve_steps=steps)
+    _assert_same(got, greedy_teach(z, _one_hot(y), W, b, ETA, solver=solver, solve_steps=steps).z)
+    default = greedy_teach(z, _one_hot(y), W, b, ETA, solver=solver).z
+    assert _max_diff(got, default) > 1e-6
+
+
+def test_teacher_solver():
+    z, y, head = _problem()
+    W, b = _wb(head)
+    results = {}
+    for solver in ("linesearch", "pgd"):
+        got, stats = _run(head, z, y, lr=ETA, solver=solver)
+        _assert_same(got, greedy_teach(z, _one_hot(y), W, b, ETA, solver=solver).z)
+        results[solver] = (got, stats["objective_after"])
+    assert _max_diff(results["linesearch"][0], results["pgd"][0]) > 1e-4
+    got, _ = _run(head, z, y, lr=ETA)  # the default is projected gradient descent
+    _assert_same(got, results["pgd"][0])
 
 
 @pytest.mark.parametrize("solve_lr", [0.01, 0.2])
 def test_teacher_solve_lr(solve_lr):
     z, y, head = _problem()
     W, b = _wb(head)
-    got, _ = _run(head, z, y, lr=ETA, solve_lr=solve_lr)
-    _assert_same(got, greedy_teach(z, _one_hot(y), W, b, ETA, solve_lr=solve_lr).z)
-    assert _max_diff(got, greedy_teach(z, _one_hot(y), W, b, ETA).z) > 1e-3
+    got, _ = _run(head, z, y, lr=ETA, solver="pgd", solve_lr=solve_lr)
+    _assert_same(got, greedy_teach(z, _one_hot(y), W, b, ETA, solver="pgd", solve_lr=solve_lr).z)
+    assert _max_diff(got, greedy_teach(z, _one_hot(y), W, b, ETA, solver="pgd").z) > 1e-3
 
 
 def test_teacher_optimizer_and_lr_give_eta():

@@ -164,7 +164,7 @@ def test_fast_teacher_path_equals_the_generic_torch_func_path(shape, eps, bias):
     b = 0.1 * torch.randn(c, generator=g, dtype=torch.float64) if bias else None
     z = torch.randn(n, d, generator=g, dtype=torch.float64).relu() + 0.05
     y = torch.randint(0, c, (n,), generator=g)
-    fast = greedy_teach(z, y, w, b, 0.2, eps=eps, solve_steps=12)
+    fast = greedy_teach(z, y, w, b, 0.2, eps=eps, solve_steps=12, solver="pgd")
     head = torch.nn.Linear(d, c, bias=bias).double()
     params = {"weight": w} | ({"bias": b} if bias else {})
     star = {"weight": fast.lookahead.weight} | ({"bias": fast.lookahead.bias} if bias else {})
@@ -216,8 +216,8 @@ def test_subspace_solve_equals_the_direct_solve(shape, kind, eps):
         n, d, c, seed=n + d + c, bias=kind != "no-bias", soft=kind == "soft",
         zero_head=kind == "zero-head",
     )
-    direct = greedy_teach(z, y, w, b, 0.3, eps=eps, subspace=False)
-    sub = greedy_teach(z, y, w, b, 0.3, eps=eps, subspace=True)
+    direct = greedy_teach(z, y, w, b, 0.3, eps=eps, subspace=False, solver="pgd")
+    sub = greedy_teach(z, y, w, b, 0.3, eps=eps, subspace=True, solver="pgd")
     assert bool((direct.after < direct.before).any())  # the solver did move rows
     torch.testing.assert_close(sub.z, direct.z, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(sub.after, direct.after, rtol=1e-9, atol=1e-10)
@@ -230,9 +230,9 @@ def test_subspace_solve_passes_invalid_and_unmoved_rows_through_bit_for_bit():
     z, y, w, b = _head_problem(10, 64, 5, seed=3)
     z[2] = float("nan")
     z[5] = 0.0
-    out = greedy_teach(z, y, w, b, 0.3, subspace=True, solve_steps=0)  # nothing can move
+    out = greedy_teach(z, y, w, b, 0.3, subspace=True, solve_steps=0, solver="pgd")  # no move
     assert torch.equal(out.z.nan_to_num(), z.nan_to_num())
-    out = greedy_teach(z, y, w, b, 0.3, subspace=True)
+    out = greedy_teach(z, y, w, b, 0.3, subspace=True, solver="pgd")
     assert out.valid.tolist() == [i not in (2, 5) for i in range(10)]
     assert torch.equal(out.z[[2, 5]].nan_to_num(), z[[2, 5]].nan_to_num())
     moved = out.after < out.before
@@ -300,7 +300,8 @@ def test_subspace_fallback_direction_maps_back_to_a_feasible_point(inside):
     else:
         z, y, w, _ = _head_problem(6, 32, 2, seed=1)
     eps = 1.99
-    out = greedy_teach(z, y, w, None, 0.3, eps=eps, solve_lr=math.pi, subspace=True)
+    out = greedy_teach(z, y, w, None, 0.3, eps=eps, solve_lr=math.pi, subspace=True,
+                       solver="pgd")
     torch.testing.assert_close(out.z.norm(dim=-1), z.norm(dim=-1), rtol=1e-12, atol=0)
     assert bool((chord(out.z, z) <= eps + 1e-12).all())
     la = out.lookahead

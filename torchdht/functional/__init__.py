@@ -1,5 +1,6 @@
 """Pure tensor functions behind the teachers (no state, torch.func friendly)."""
 
+from . import gram
 from .box import (
     Box,
     BoxSolveResult,
@@ -11,6 +12,7 @@ from .box import (
     sample_box,
     solve_box,
 )
+from .linesearch import LinearHeadOps, dense_head_ops, solve_cap_linesearch
 from .lookahead import LinearLookahead, linear_lookahead, lookahead
 from .objective import (
     ce_logit_grad,
@@ -31,6 +33,7 @@ from .sphere import (
 )
 
 __all__ = [
+    "gram",
     "Box",
     "BoxSolveResult",
     "box_from_data",
@@ -40,6 +43,7 @@ __all__ = [
     "projected_adam",
     "sample_box",
     "solve_box",
+    "LinearHeadOps",
     "LinearLookahead",
     "SolveResult",
     "TeachStep",
@@ -49,6 +53,7 @@ __all__ = [
     "chord",
     "chord_to_angle",
     "default_solve_lr",
+    "dense_head_ops",
     "greedy_objective",
     "greedy_teach",
     "linear_ce_objective",
@@ -60,4 +65,5 @@ __all__ = [
     "random_teach",
     "sample_cap",
     "solve_cap",
+    "solve_cap_linesearch",
 ]

@@ -15,12 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .gram import GramLookahead, gram_head_ops, gram_is_cheaper, gram_lookahead, weight_star_dist
+from .linesearch import dense_head_ops, solve_cap_linesearch
 from .lookahead import LinearLookahead, linear_lookahead
 from .objective import check_linear_args, linear_ce_closure, linear_ce_objective
 from .solve import solve_cap
 from .sphere import normalize, sample_cap
 
-__all__ = ["TeachStep", "greedy_teach", "random_teach"]
+__all__ = ["TeachStep", "greedy_teach", "random_teach", "SOLVERS"]
+
+SOLVERS = ("linesearch", "pgd")
+LINESEARCH_STEPS = 3
+"""Default line searches of the ``"linesearch"`` solver: the first, then two on the rim."""
+PGD_STEPS = 15
+"""Default iterations of the ``"pgd"`` solver (the paper's ``m``)."""
 
 
 class TeachStep(NamedTuple):
@@ -35,9 +43,12 @@ class TeachStep(NamedTuple):
     valid: Tensor
     """Boolean (N,): rows that were taught: finite, non-zero, not masked out, and whose
     objective did not overflow."""
-    lookahead: LinearLookahead
+    lookahead: LinearLookahead | GramLookahead
     """``theta*`` and, when asked for, the lookahead losses' feature gradient
-    (zero on invalid rows)."""
+    (zero on invalid rows): ``W*`` itself, or in the Gram form (wide heads)
+    its coefficients, ``W* = W - coef^T z``."""
+    theta_dist: Tensor
+    """``|theta - theta*|`` (0-d): weights and bias together."""
 
 
 def _prepare(
@@ -49,7 +60,8 @@ def _prepare(
     lookahead_steps: int,
     feature_grad: bool,
     mask: Tensor | None,
-) -> tuple[Tensor, Tensor, LinearLookahead]:
+    gram: bool = False,
+) -> tuple[Tensor, Tensor, LinearLookahead | GramLookahead]:
     norm = z.norm(dim=-1)
     # A row takes part when it is finite, non-zero and its squared norm (which the objective's
     # gradient term carries) does not overflow the working dtype.
@@ -61,7 +73,8 @@ def _prepare(
     stand_in = torch.zeros_like(z)
     stand_in[:, 0] = 1.0
     zs = torch.where(valid.unsqueeze(-1), z, stand_in)
-    la = linear_lookahead(
+    look = gram_lookahead if gram else linear_lookahead
+    la = look(
         zs,
         targets,
         weight,
@@ -74,6 +87,19 @@ def _prepare(
     return zs, valid, la
 
 
+def _theta_dist(
+    weight: Tensor, bias: Tensor | None, zs: Tensor, la: LinearLookahead | GramLookahead
+) -> Tensor:
+    if isinstance(la, GramLookahead):
+        dist_sq = weight_star_dist(la.coef, zs).square()
+    else:
+        dist_sq = (weight - la.weight).pow(2).sum()
+    if bias is not None:
+        assert la.bias is not None
+        dist_sq = dist_sq + (bias - la.bias).pow(2).sum()
+    return dist_sq.sqrt()
+
+
 def _finish(
     z: Tensor,
     zs: Tensor,
@@ -81,7 +107,8 @@ def _finish(
     before: Tensor,
     after: Tensor,
     valid: Tensor,
-    la: LinearLookahead,
+    la: LinearLookahead | GramLookahead,
+    theta_dist: Tensor,
 ) -> TeachStep:
     # A row whose objective or solution overflowed is given back unmoved and not counted.
     valid = valid & torch.isfinite(before) & torch.isfinite(after) & torch.isfinite(solved).all(-1)
@@ -93,6 +120,7 @@ def _finish(
         torch.where(valid, after, zero),
         valid,
         la,
+        theta_dist,
     )
 
 
@@ -111,17 +139,26 @@ def greedy_teach(
     eps: float = 0.1,
     lookahead_steps: int = 5,
     lookahead_lr: float | Tensor | None = None,
-    solve_steps: int = 15,
+    solve_steps: int | None = None,
     solve_lr: float | None = None,
     feature_grad: bool = False,
     subspace: bool | None = None,
     mask: Tensor | None = None,
+    solver: str = "pgd",
+    gram: bool | None = None,
 ) -> TeachStep:
     """Lookahead ``theta*`` then solve eq. 9 in the cap around every row.
 
-    The objective sees a row ``z`` only through ``W z``, ``W* z`` and
-    ``|z|``, so every solver iterate stays in the span of ``z``, the rows of
-    ``W`` and those of ``W - W*``. With ``subspace=True`` the solver runs in
+    Two solvers: ``"pgd"`` (:func:`~torchdht.functional.solve_cap`: Riemannian
+    projected gradient steps with a step halved on failure) and
+    ``"linesearch"`` (:func:`~torchdht.functional.solve_cap_linesearch`:
+    projected line searches in exponential coordinates of the cap, each over
+    many step sizes for the price of one matrix product; with the lookahead
+    through the batch's Gram matrix for wide heads).
+
+    For ``"pgd"``: the objective sees a row ``z`` only through ``W z``,
+    ``W* z`` and ``|z|``, so every solver iterate stays in the span of ``z``,
+    the rows of ``W`` and those of ``W - W*``. With ``subspace=True`` the solver runs in
     orthonormal coordinates of that span (``1 + 2C`` numbers per row instead
     of ``D``): the same iterates up to rounding, for a fraction of the
     arithmetic when the head is much wider than twice its class count (a
@@ -137,18 +174,28 @@ def greedy_teach(
         eps: chord radius of the cap, in (0, 2] (default: 0.1).
         lookahead_steps: SGD steps estimating ``theta*`` (default: 5).
         lookahead_lr: their step size (default: None, meaning ``eta``).
-        solve_steps: solver iterations (default: 15).
-        solve_lr: initial angular step (default: None, see
-            :func:`~torchdht.functional.default_solve_lr`).
+        solve_steps: line searches of ``"linesearch"`` (default: None,
+            meaning 3) or iterations of ``"pgd"`` (default: None, meaning 15).
+        solve_lr: initial angular step of ``"pgd"`` (default: None, see
+            :func:`~torchdht.functional.default_solve_lr`); not used by
+            ``"linesearch"``.
         feature_grad: also return the lookahead losses' gradient in ``z``.
         subspace: solve in the coordinates described above (default: None,
             meaning on a CPU when ``2 (1 + 2C) <= D``; on a GPU the
             arithmetic saved is not worth the extra QR factorisation's
-            kernels). Ignored when ``2C >= D``.
+            kernels). Ignored when ``2C >= D`` and by ``"linesearch"``, which
+            does few products and gains nothing from it.
         mask: optional boolean (N,); rows where it is False pass through
             unmoved and take no part in the lookahead, exactly as if they
             were absent (e.g. labels equal to an ``ignore_index``; give those
             rows any valid class index).
+        solver: ``"pgd"`` or ``"linesearch"`` (default: "pgd").
+        gram: run the lookahead and the ``"linesearch"`` solver through the
+            batch's Gram matrix (``W - W*`` never formed; cheaper and smaller
+            when the head is much wider than the batch, e.g. 10,000 classes
+            on 128 rows) (default: None, meaning
+            :func:`~torchdht.functional.gram.gram_is_cheaper` decides from the
+            shapes). Not used by ``"pgd"``.
 
     Returns:
         A :class:`TeachStep`.
@@ -163,18 +210,41 @@ def greedy_teach(
     """
     la_lr = eta if lookahead_lr is None else lookahead_lr
     targets = _index_targets(targets)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be 'linesearch' or 'pgd', got {solver!r}")
+    linesearch = solver == "linesearch"
+    if linesearch:
+        steps = LINESEARCH_STEPS if solve_steps is None else solve_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"solve_steps (line searches) must be an int >= 1, got {steps!r}")
+        if gram is None:
+            gram = gram_is_cheaper(
+                z.shape[0], weight.shape[0], weight.shape[-1], steps=lookahead_steps,
+                evals=steps, feature_grad=feature_grad,
+            )
+    use_gram = bool(gram) and linesearch
     zs, valid, la = _prepare(
-        z, targets, weight, bias, la_lr, lookahead_steps, feature_grad, mask
+        z, targets, weight, bias, la_lr, lookahead_steps, feature_grad, mask, use_gram
     )
 
     check_linear_args(zs, targets, weight, bias)
+    dist = _theta_dist(weight, bias, zs, la)
+    if linesearch:
+        if isinstance(la, GramLookahead):
+            ops = gram_head_ops(weight, bias, zs, la, eta)
+        else:
+            ops = dense_head_ops(weight, bias, la.weight, la.bias, eta)
+        res = solve_cap_linesearch(zs, targets, ops, eta, eps, refine=steps - 1)
+        return _finish(z, zs, res.z, res.before, res.after, valid, la, dist)
+    assert isinstance(la, LinearLookahead)
+    solve_steps = PGD_STEPS if solve_steps is None else solve_steps
     c, d = weight.shape
     if subspace is None:
         subspace = zs.device.type == "cpu" and 2 * (1 + 2 * c) <= d
     if not subspace or 2 * c >= d:  # the span may be the whole space: nothing to reduce
         fn = linear_ce_closure(targets, weight, bias, la.weight, la.bias, eta)
         res = solve_cap(fn, zs, eps, solve_steps, solve_lr)  # type: ignore[arg-type]
-        return _finish(z, zs, res.z, res.before, res.after, valid, la)
+        return _finish(z, zs, res.z, res.before, res.after, valid, la, dist)
 
     x, basis, e = _span_coordinates(zs, weight, la.weight)
     pad = weight.new_zeros(c, 1)
@@ -190,7 +260,7 @@ def greedy_teach(
     back = res.z[:, :1] * e + res.z[:, 1:] @ basis.T
     # Unmoved rows come back bit-identical, as on the direct path.
     solved = torch.where((res.after < res.before).unsqueeze(-1), back, zs)
-    return _finish(z, zs, solved, res.before, res.after, valid, la)
+    return _finish(z, zs, solved, res.before, res.after, valid, la, dist)
 
 
 def _span_coordinates(
@@ -258,8 +328,9 @@ def random_teach(
     zs, valid, la = _prepare(
         z, targets, weight, bias, la_lr, lookahead_steps, feature_grad, mask
     )
+    assert isinstance(la, LinearLookahead)
     radius = zs.norm(dim=-1, keepdim=True)
     solved = radius * sample_cap(normalize(zs), eps, generator=generator)
     before = linear_ce_objective(zs, targets, weight, bias, la.weight, la.bias, eta)
     after = linear_ce_objective(solved, targets, weight, bias, la.weight, la.bias, eta)
-    return _finish(z, zs, solved, before, after, valid, la)
+    return _finish(z, zs, solved, before, after, valid, la, _theta_dist(weight, bias, zs, la))

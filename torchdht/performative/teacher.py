@@ -37,7 +37,14 @@ from ..errors import (
     TeacherError,
     TorchScriptError,
 )
-from ..functional.performative import TeachStep, greedy_teach, random_teach
+from ..functional.performative import (
+    LINESEARCH_STEPS,
+    PGD_STEPS,
+    SOLVERS,
+    TeachStep,
+    greedy_teach,
+    random_teach,
+)
 from ..functional.sphere import angle, check_eps
 
 __all__ = ["PerformativeTeacher", "remove_inert_hooks", "suspend_teachers"]
@@ -203,10 +210,21 @@ class PerformativeTeacher:
             (default: 5).
         lookahead_lr: step size of the lookahead (default: None, meaning
             ``eta``).
-        solve_steps: iterations of the batched cap solver (default: 15).
-        solve_lr: the solver's initial angular step in radians (default:
-            None, meaning :func:`~torchdht.functional.default_solve_lr`, with
-            which the rim of the cap is reachable).
+        solve_steps: line searches of the ``"linesearch"`` solver (default:
+            None, meaning 3) or iterations of the ``"pgd"`` solver (default:
+            None, meaning 15).
+        solve_lr: the ``"pgd"`` solver's initial angular step in radians
+            (default: None, meaning
+            :func:`~torchdht.functional.default_solve_lr`, with which the rim
+            of the cap is reachable); refused with ``"linesearch"``.
+        solver: ``"pgd"`` (Riemannian projected gradient steps,
+            :func:`~torchdht.functional.solve_cap`) or ``"linesearch"``
+            (projected line searches along the gradient in exponential
+            coordinates of the cap, each over many step sizes at the price of
+            one matrix product, through the batch's Gram matrix for wide
+            heads; :func:`~torchdht.functional.solve_cap_linesearch`)
+            (default: "pgd"). See the method card's cost section for what
+            each attains and costs.
         policy: ``"greedy"`` (the paper's teacher), ``"random"`` (a uniform
             draw from the same cap, the paper's ablation) or ``"none"``
             (targets are still checked, features pass through untouched)
@@ -268,8 +286,9 @@ class PerformativeTeacher:
         eps: float = 0.1,
         lookahead_steps: int = 5,
         lookahead_lr: float | None = None,
-        solve_steps: int = 15,
+        solve_steps: int | None = None,
         solve_lr: float | None = None,
+        solver: str = "pgd",
         policy: str = "greedy",
         lookahead_encoder_grad: bool = False,
         grad_scaler: Any | None = None,
@@ -292,7 +311,17 @@ class PerformativeTeacher:
         self.lookahead_lr = (
             None if lookahead_lr is None else check_positive(lookahead_lr, "lookahead_lr")
         )
+        if not isinstance(solver, str) or solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        self.solver = solver
+        if solve_steps is None:
+            solve_steps = LINESEARCH_STEPS if solver == "linesearch" else PGD_STEPS
         self.solve_steps = check_positive(solve_steps, "solve_steps", integer=True)
+        if solve_lr is not None and solver != "pgd":
+            raise ValueError(
+                "solve_lr is the angular step of solver='pgd'; solver='linesearch' searches "
+                "its step sizes itself"
+            )
         self.solve_lr = None if solve_lr is None else check_positive(solve_lr, "solve_lr")
         if not isinstance(policy, str) or policy not in _POLICIES:
             raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
@@ -490,7 +519,8 @@ class PerformativeTeacher:
     def __repr__(self) -> str:
         return (
             f"PerformativeTeacher(policy={self.policy!r}, eps={self.eps}, "
-            f"lookahead_steps={self.lookahead_steps}, solve_steps={self.solve_steps}, "
+            f"lookahead_steps={self.lookahead_steps}, solver={self.solver!r}, "
+            f"solve_steps={self.solve_steps}, "
             f"lookahead_encoder_grad={self.lookahead_encoder_grad}, enabled={self.enabled})"
         )
 
@@ -683,7 +713,11 @@ class PerformativeTeacher:
             )
             if self.policy == "greedy":
                 z_tilde, extra, stats = self._greedy(
-                    *args, solve_steps=self.solve_steps, solve_lr=self.solve_lr, **common
+                    *args,
+                    solve_steps=self.solve_steps,
+                    solve_lr=self.solve_lr,
+                    solver=self.solver,
+                    **common,
                 )
                 if self._copy_outputs:  # CUDA-graph outputs are overwritten by the next replay
                     z_tilde = z_tilde.clone()
@@ -766,10 +800,6 @@ def _outputs(
         extra = la.feature_grad.to(z.dtype).reshape(z.shape)
     count = valid.to(zf.dtype).sum().clamp_min(1.0)
     moved = torch.where(valid, angle(step.z, zf), 0.0)
-    dist_sq = (weight - la.weight).pow(2).sum()
-    if bias is not None:
-        assert la.bias is not None
-        dist_sq = dist_sq + (bias - la.bias).pow(2).sum()
     b_mean = step.before.sum() / count
     a_mean = step.after.sum() / count
     stats = {
@@ -778,7 +808,7 @@ def _outputs(
         "objective_before": b_mean,
         "objective_after": a_mean,
         "objective_drop": b_mean - a_mean,
-        "theta_dist": dist_sq.sqrt(),
+        "theta_dist": step.theta_dist,
         "eta": torch.as_tensor(eta, dtype=zf.dtype, device=zf.device),
         "n_rows": torch.tensor(valid.numel()),
         "n_skipped": (~valid & ~ignored).sum(),
@@ -796,8 +826,9 @@ def _teach_step(
     *,
     n_classes: int,
     generator: torch.Generator | None = None,
-    solve_steps: int = 15,
+    solve_steps: int | None = None,
     solve_lr: float | None = None,
+    solver: str = "pgd",
     ignore_index: int = -100,
     **common: Any,
 ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
@@ -811,7 +842,8 @@ def _teach_step(
     keep = ~ignored
     if generator is None:
         step = greedy_teach(
-            zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, mask=keep, **common
+            zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, solver=solver,
+            mask=keep, **common,
         )
     else:
         step = random_teach(zf, tgt, w, b, eta, generator=generator, mask=keep, **common)
