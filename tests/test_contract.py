@@ -676,3 +676,94 @@ def test_mixup_hypergradient_step_with_a_performative_teacher_on_the_model():
         return stats
 
     assert run(True) == run(False)
+
+
+@pytest.mark.parametrize("policy", ["greedy", "random"])
+@pytest.mark.parametrize("targets", ["hard", "ignored", "soft"])
+def test_stats_report_the_loss_on_the_original_and_the_taught_features(policy, targets):
+    model = _model()
+    x, y = _batch()
+    if targets == "ignored":
+        y = y.clone()
+        y[[1, 4]] = -100
+    arm = torch.softmax(torch.randn(len(y), 4, dtype=DT), -1) if targets == "soft" else y
+    with PerformativeTeacher(model[-1], lr=0.5, policy=policy, seed=0) as t:
+        seen = _observe(model[-1])
+        t.set_targets(arm)
+        logits = model(x)
+        z = model[:2](x).detach()
+        untaught = F.cross_entropy(F.linear(z, model[-1].weight, model[-1].bias), arm)
+        taught = F.cross_entropy(logits, arm)
+        torch.testing.assert_close(seen[0] @ model[-1].weight.T + model[-1].bias, logits)
+        assert t.stats["loss_untaught"] == pytest.approx(float(untaught), rel=1e-12)
+        assert t.stats["loss_taught"] == pytest.approx(float(taught), rel=1e-12)
+        assert t.stats["loss_taught"] != pytest.approx(t.stats["loss_untaught"], rel=1e-6)
+
+
+class _LabelledModel(nn.Module):
+    """A model called the Hugging Face way: ``model(x, labels=y)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _model()
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_arming_from_the_models_call_equals_set_targets():
+    batches = [_batch(seed=s) for s in range(3)]
+
+    def train(arm_from: bool) -> dict:
+        model = _LabelledModel()
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        teacher = PerformativeTeacher(model.net[-1], optimizer=opt)
+        if arm_from:
+            teacher.arm_from(model, key="labels")
+        for x, y in batches:
+            if not arm_from:
+                teacher.set_targets(y)
+            loss = F.cross_entropy(model(x, labels=y), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert teacher.steps_taught == 3
+        model.eval()
+        model(batches[0][0], labels=batches[0][1])  # eval: nothing armed, nothing taught
+        assert teacher.steps_taught == 3
+        teacher.remove()
+        assert len(model._forward_pre_hooks) == 0
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    a, b = train(True), train(False)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_arm_from_a_positional_argument_and_a_forward_without_labels():
+    model = _LabelledModel()
+    x, y = _batch()
+    with PerformativeTeacher(model.net[-1], lr=0.5) as t:
+        t.arm_from(model, key=1)
+        model(x, y)
+        assert t.steps_taught == 1
+        with pytest.raises(MissingTargetsError):
+            model(x)  # labels absent: nothing armed, and the training forward says so
+    with PerformativeTeacher(model.net[-1], lr=0.5) as t:
+        with pytest.raises(TypeError, match="key"):
+            t.arm_from(model, key=1.0)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="nn.Module"):
+            t.arm_from("model")  # type: ignore[arg-type]
+
+
+def test_arm_from_copies_inert_and_dies_with_the_teacher():
+    model = _LabelledModel()
+    x, y = _batch()
+    t = PerformativeTeacher(model.net[-1], lr=0.5)
+    t.arm_from(model)
+    twin = copy.deepcopy(model)
+    assert [type(h) for h in twin._forward_pre_hooks.values()] == [_InertHook]
+    twin(x, labels=y)  # neither arms nor teaches
+    del t
+    gc.collect()
+    assert len(model._forward_pre_hooks) == 0

@@ -31,6 +31,8 @@ class LinearLookahead(NamedTuple):
     """``b*`` of shape (C,), or None for a head without bias."""
     feature_grad: Tensor | None
     """``sum_{i<k} d CE_mean(theta_i; z, y) / dz`` of shape (N, D) when asked for."""
+    logits: Tensor | None = None
+    """``z W^T + b`` (N, C), the first iterate's logits (None when ``steps`` is 0)."""
 
 
 def linear_lookahead(
@@ -84,8 +86,11 @@ def linear_lookahead(
         scale = m / m.sum().clamp_min(1.0)
     w, b = weight, bias
     acc = torch.zeros_like(z) if feature_grad else None
+    first: Tensor | None = None
     for _ in range(steps):
         logits = z @ w.T if b is None else torch.addmm(b, z, w.T)
+        if first is None:
+            first = logits
         g, _ = ce_logit_grad(logits, targets)
         g = g * scale
         if acc is not None:
@@ -93,7 +98,7 @@ def linear_lookahead(
         w = w - lr * (g.T @ z)
         if b is not None:
             b = b - lr * g.sum(0)
-    return LinearLookahead(w, b, acc)
+    return LinearLookahead(w, b, acc, first)
 
 
 def lookahead(

@@ -138,6 +138,42 @@ class _InertHook:
         )
 
 
+class _ArmHook:
+    """A forward pre-hook on the model that arms its teacher from the model's own
+    arguments; holds the teacher weakly and copies as an inert hook, like :class:`_Hook`."""
+
+    __slots__ = ("_ref", "key", "calls", "__weakref__")
+
+    def __init__(self, teacher: PerformativeTeacher, key: str | int, calls: int) -> None:
+        self._ref = weakref.ref(teacher)
+        self.key, self.calls = key, calls
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        teacher = self._ref()
+        if teacher is None or not (teacher.enabled and teacher.head.training):
+            return None
+        if isinstance(self.key, str):
+            targets = kwargs.get(self.key)
+        else:
+            targets = args[self.key] if len(args) > self.key else None
+        if targets is not None:  # a forward without labels arms nothing
+            teacher.set_targets(targets, calls=self.calls)
+        return None
+
+    def __deepcopy__(self, memo: dict) -> _InertHook:
+        return _InertHook()
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return (_InertHook, ())
+
+    @property
+    def __name__(self) -> str:
+        raise TorchScriptError(
+            "torch.jit.script cannot compile a PerformativeTeacher's arming hook; call "
+            "teacher.remove() before scripting"
+        )
+
+
 def remove_inert_hooks(module: nn.Module) -> int:
     """Remove the inert hooks that copies of taught heads carry (from ``copy.deepcopy``,
     EMA copies or ``torch.save(model)``), e.g. before ``torch.jit.script``.
@@ -361,6 +397,7 @@ class PerformativeTeacher:
         # The hook holds the teacher weakly: when the program drops the teacher,
         # the hook goes too and the head is free for a new one.
         self._finalizer = weakref.finalize(self, self._handle.remove)
+        self._arm_handles: list[tuple[RemovableHandle, weakref.finalize]] = []
         _ATTACHED[head] = weakref.ref(self)
 
     # ------------------------------------------------------------------ API
@@ -412,6 +449,55 @@ class PerformativeTeacher:
         self._queue = queue
         self._taught = []
 
+    def arm_from(self, module: nn.Module, key: str | int = "labels", calls: int = 1) -> None:
+        """Read the targets of every training forward from ``module``'s own arguments.
+
+        For models called with their labels, e.g. the Hugging Face convention
+        ``model(**batch)`` with ``labels=``: a forward pre-hook on ``module``
+        calls :meth:`set_targets` with that argument, so the loop needs no
+        line of its own. A forward without it (``labels=None``, inference)
+        arms nothing; nothing is armed while the head is in eval mode or the
+        teacher is disabled. :meth:`set_targets` still works and the last
+        call wins. :meth:`remove` removes this hook too.
+
+        Args:
+            module: the module called with the targets, usually the model
+                itself (the one wrapped by DDP, or the wrapper).
+            key: the keyword argument holding the targets, or the index of a
+                positional one (default: "labels").
+            calls: head calls per forward of ``module`` (default: 1).
+
+        Example:
+            >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+            >>> class WithLabels(nn.Module):
+            ...     def __init__(self):
+            ...         super().__init__()
+            ...         self.net = model
+            ...     def forward(self, x, labels=None):
+            ...         return self.net(x)
+            >>> wrapped = WithLabels()
+            >>> teacher = PerformativeTeacher(model[-1], lr=0.1)
+            >>> teacher.arm_from(wrapped, key="labels")
+            >>> out = wrapped(torch.randn(5, 4), labels=torch.tensor([0, 1, 2, 0, 1]))
+            >>> teacher.steps_taught
+            1
+            >>> teacher.remove()
+        """
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise TypeError(
+                f"key must be a keyword name (str) or a positional index (int), got "
+                f"{type(key).__name__}"
+            )
+        if isinstance(key, int) and key < 0:
+            raise ValueError(f"key must be a non-negative positional index, got {key}")
+        if self._handle is None:
+            raise TeacherError("this teacher was removed; build a new one")
+        calls = check_positive(calls, "calls", integer=True)
+        handle = module.register_forward_pre_hook(_ArmHook(self, key, calls), with_kwargs=True)
+        self._arm_handles.append((handle, weakref.finalize(self, handle.remove)))
+
     @property
     def active(self) -> bool:
         """Whether the next forward of the head would be taught: the teacher is
@@ -431,15 +517,25 @@ class PerformativeTeacher:
         (means over the taught rows of eq. 9), ``theta_dist``
         (``|theta - theta*|``), ``eta``, ``n_rows`` (rows reaching the head),
         ``n_skipped`` (rows passed through because they were non-finite,
-        zero or overflowed the working dtype) and ``n_ignored`` (rows whose
-        label is ``ignore_index``). With ``policy="none"`` only the angles
-        (zero) and the counts. Not updated inside ``torch.func`` transforms.
+        zero or overflowed the working dtype), ``n_ignored`` (rows whose
+        label is ``ignore_index``), ``loss_untaught`` (the softmax
+        cross-entropy of the head on the original features) and
+        ``loss_taught`` (on the taught features, which is what the training
+        loss sees), both means over the taught rows: when every labelled row
+        is finite and non-zero, ``loss_untaught`` equals
+        ``F.cross_entropy(head(z), y)`` of the untouched batch. With
+        ``policy="none"`` only the angles (zero) and the counts. Not updated inside ``torch.func`` transforms.
         Reading them syncs with the device.
         """
         return {k: float(v) for k, v in self._stats.items()}
 
     def remove(self) -> None:
-        """Detach the hook from the head. Safe to call more than once."""
+        """Detach the hook from the head (and those of :meth:`arm_from`). Safe to call more
+        than once."""
+        for handle, finalizer in self._arm_handles:
+            finalizer.detach()
+            handle.remove()
+        self._arm_handles = []
         if self._handle is not None:
             self._finalizer.detach()
             self._handle.remove()
@@ -786,6 +882,7 @@ def _outputs(
     z: Tensor,
     flat: Tensor,
     zf: Tensor,
+    tgt: Tensor,
     step: TeachStep,
     weight: Tensor,
     bias: Tensor | None,
@@ -802,6 +899,14 @@ def _outputs(
     moved = torch.where(valid, angle(step.z, zf), 0.0)
     b_mean = step.before.sum() / count
     a_mean = step.after.sum() / count
+    # cross-entropy on the original features (the lookahead's first logits: free) and on the
+    # taught ones (one product), means over the taught rows
+    logits = la.logits
+    if logits is None:
+        logits = zf @ weight.T if bias is None else torch.addmm(bias, zf, weight.T)
+    taught = step.z @ weight.T if bias is None else torch.addmm(bias, step.z, weight.T)
+    ce = [-(tgt * torch.log_softmax(x, -1)).sum(-1) for x in (logits, taught)]
+    loss_untaught, loss_taught = (torch.where(valid, x, 0.0).sum() / count for x in ce)
     stats = {
         "angle_mean": moved.sum() / count,
         "angle_max": moved.max() if moved.numel() else moved.sum(),
@@ -813,6 +918,8 @@ def _outputs(
         "n_rows": torch.tensor(valid.numel()),
         "n_skipped": (~valid & ~ignored).sum(),
         "n_ignored": ignored.sum(),
+        "loss_untaught": loss_untaught,
+        "loss_taught": loss_taught,
     }
     return z_tilde, extra, stats
 
@@ -847,7 +954,7 @@ def _teach_step(
         )
     else:
         step = random_teach(zf, tgt, w, b, eta, generator=generator, mask=keep, **common)
-    return _outputs(z, flat, zf, step, w, b, eta, ignored)
+    return _outputs(z, flat, zf, tgt, step, w, b, eta, ignored)
 
 
 def _is_dtensor(t: Tensor) -> bool:
