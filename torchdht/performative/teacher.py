@@ -524,8 +524,8 @@ class PerformativeTeacher:
         loss sees), both means over the taught rows: when every labelled row
         is finite and non-zero, ``loss_untaught`` equals
         ``F.cross_entropy(head(z), y)`` of the untouched batch. With
-        ``policy="none"`` only the angles (zero) and the counts. Not updated inside ``torch.func`` transforms.
-        Reading them syncs with the device.
+        ``policy="none"`` only the angles (zero) and the counts. Not updated
+        inside ``torch.func`` transforms. Reading them syncs with the device.
         """
         return {k: float(v) for k, v in self._stats.items()}
 
