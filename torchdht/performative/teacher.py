@@ -508,6 +508,17 @@ class PerformativeTeacher:
             self.enabled and self.head.training and (torch.is_grad_enabled() or bool(self._queue))
         )
 
+    def clear_targets(self) -> None:
+        """Drop whatever is armed and not yet consumed (e.g. after a step whose head never
+        ran in training mode), so the next training forward needs new targets."""
+        self._queue = []
+
+    @property
+    def stats_tensors(self) -> dict[str, Tensor]:
+        """:attr:`stats` as 0-d tensors on the features' device, without a host sync (for
+        loggers that take tensors)."""
+        return dict(self._stats)
+
     @property
     def stats(self) -> dict[str, float]:
         """Figures of the last taught call (empty before the first one).
