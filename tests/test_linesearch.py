@@ -85,13 +85,13 @@ def test_float32_cap_at_tiny_eps():
 
 
 def test_wide_rows_take_the_blockwise_path():
-    """A (grid, N, 2C) block over the budget is evaluated one step size at a time,
-    with the same result."""
+    """A (K, N, 2C) block over the budget is evaluated one step size at a time, on one
+    step size per halving, with the result of that grid evaluated at once."""
     from torchdht.functional import linesearch
 
     z, y, w, b, la = _problem(16, 12, 4, seed=2)
     ops = dense_head_ops(w, b, la.weight, la.bias, 0.5)
-    whole = solve_cap_linesearch(z, y, ops, 0.5, 0.2)
+    whole = solve_cap_linesearch(z, y, ops, 0.5, 0.2, grid=1)  # what a wide head gets
     budget = linesearch._BLOCK
     try:
         linesearch._BLOCK = 1

@@ -118,7 +118,8 @@ def solve_cap_linesearch(
         eps: chord radius of the cap, in ``(0, 2]``.
         grid: step sizes per halving of the step: each line search tries
             ``8 * grid`` of them, from ``2 alpha`` down by factors of
-            ``2^(-1/grid)`` (default: 4).
+            ``2^(-1/grid)`` (default: 4). Wide heads, whose grid would not fit
+            a block of ``2^21`` numbers, get one per halving.
         refine: line searches after the first (default: 2).
 
     Returns:
@@ -166,7 +167,11 @@ def solve_cap_linesearch(
     cos_v, sinc_v = torch.ones_like(radius), torch.ones_like(radius)
     fallback = _fallback_tangent(u0)
     # one geometric grid of 8 * grid step sizes: 2 alpha (projected onto the rim), then down
-    # by factors 2^(-1/grid) to 2^(1 - 8) alpha
+    # by factors 2^(-1/grid) to 2^(1 - 8) alpha. Where the grid's (K, N, 2C) block does not
+    # fit the budget (wide heads) every evaluation is a pass over (N, C): one step size per
+    # halving then.
+    if 8 * grid * z.shape[0] * 2 * c > _BLOCK:
+        grid = 1
     ts = (2.0 * alpha) * torch.pow(
         torch.tensor(2.0 ** (-1.0 / grid), dtype=z.dtype, device=z.device),
         torch.arange(8 * grid, dtype=z.dtype, device=z.device),
@@ -262,20 +267,21 @@ def _search(
         t = ts.view(-1)[k].unsqueeze(-1)
         return (f_min, t, length.gather(0, idx).squeeze(0), scale.gather(0, idx).squeeze(0),
                 *pick)
-    best: tuple[Tensor, ...] | None = None
+    # one step size at a time, keeping only the objective and where it was reached; the
+    # pieces of the best point are computed once at the end
+    f_best = t_best = None
     for j in range(steps):
-        t = ts[j]  # (1, 1)
-        f, p, g, h2, length, scale = path(t)
-        cand = (f, t.expand(n, 1), length, scale, p, g, h2)
-        if best is None:
-            best = cand
+        t = ts[j].expand(n, 1)
+        f = path(t)[0]
+        if f_best is None or t_best is None:
+            f_best, t_best = f, t
         else:
-            better = f < best[0]
-            keep = better.unsqueeze(-1)
-            best = (torch.where(better, f, best[0]),
-                    *(torch.where(keep, x, y) for x, y in zip(cand[1:], best[1:])))
-    assert best is not None
-    return best
+            better = f < f_best
+            f_best = torch.where(better, f, f_best)
+            t_best = torch.where(better.unsqueeze(-1), t, t_best)
+    assert f_best is not None and t_best is not None
+    _, p, g, h2, length, scale = path(t_best)
+    return f_best, t_best, length, scale, p, g, h2
 
 
 _BLOCK = 1 << 21
