@@ -32,18 +32,28 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms as T
 from torch.utils.data import DataLoader
-from torchvision.datasets import CIFAR10, CIFAR100, FakeData, ImageFolder
-from tqdm.auto import tqdm
 
 import torchdht
 from torchdht.models import CNN_DEPTHS, build_model
+
+NEEDS = "torchvision, tqdm and matplotlib"
+INSTALL = 'pip install -e ".[examples,vision]"'
+try:  # optional packages: --help works without them, a run says what to install
+    import matplotlib
+    import torchvision.transforms as T
+    from torchvision.datasets import CIFAR10, CIFAR100, FakeData, ImageFolder
+    from tqdm.auto import tqdm
+except ImportError as exc:
+    _MISSING: str | None = (exc.name or str(exc)).split(".")[0]
+else:
+    _MISSING = None
 
 METHODS = {  # --method -> PerformativeTeacher arguments (None: no teacher)
     "sgd": None,
@@ -80,6 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def exit_if_missing() -> None:
+    """Exit with status 2 and one line naming the extra when an optional package is missing."""
+    if _MISSING is not None:
+        print(f"{Path(__file__).name}: this example needs {NEEDS} (cannot import "
+              f"{_MISSING}): {INSTALL}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def datasets(args: argparse.Namespace):
     mean, std = STATS[args.dataset]
     train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
@@ -114,6 +132,7 @@ def evaluate(model, loader, device, amp: bool) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    exit_if_missing()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = device.type == "cuda"
     out = Path(args.out or f"runs/{args.dataset}_{args.arch}/{args.method}_seed{args.seed}")
@@ -146,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows, start = [], time.perf_counter()
     loss_avg = acc_avg = 0.0
-    bar = tqdm(range(1, args.iters + 1), disable=args.no_progress,
+    # disable=None: no bar when stderr is not a terminal (no carriage returns in logs)
+    bar = tqdm(range(1, args.iters + 1), disable=True if args.no_progress else None,
                desc=f"{args.arch} {args.method}")
     for it, (x, y) in zip(bar, batches()):
         x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
@@ -181,8 +201,6 @@ def main(argv: list[str] | None = None) -> dict:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -21,16 +21,26 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision.datasets import MNIST
-from tqdm.auto import tqdm
 
 import torchdht
 from torchdht.models import MLP
+
+NEEDS = "torchvision, tqdm and matplotlib"
+INSTALL = 'pip install -e ".[examples,vision]"'
+try:  # optional packages: --help works without them, a run says what to install
+    import matplotlib
+    from torchvision.datasets import MNIST
+    from tqdm.auto import tqdm
+except ImportError as exc:
+    _MISSING: str | None = (exc.name or str(exc)).split(".")[0]
+else:
+    _MISSING = None
 
 METHODS = {  # --method -> PerformativeTeacher arguments (None: no teacher)
     "sgd": None,
@@ -60,6 +70,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def exit_if_missing() -> None:
+    """Exit with status 2 and one line naming the extra when an optional package is missing."""
+    if _MISSING is not None:
+        print(f"{Path(__file__).name}: this example needs {NEEDS} (cannot import "
+              f"{_MISSING}): {INSTALL}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def load_mnist(root: str, train: bool, download: bool, device: torch.device):
     ds = MNIST(root, train=train, download=download)
     x = (ds.data.float().div(255) - MEAN) / STD  # (N, 28, 28), normalised
@@ -77,6 +95,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    exit_if_missing()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.threads)  # more threads only add overhead on tiny matrices
     out = Path(args.out or f"runs/mnist_mlp/{args.method}_seed{args.seed}")
@@ -97,7 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
     order = torch.empty(0, dtype=torch.long)
     rows, train_time = [], 0.0
     loss_avg = acc_avg = None
-    bar = tqdm(range(1, args.iters + 1), disable=args.no_progress, desc=args.method)
+    # disable=None: no bar when stderr is not a terminal (no carriage returns in logs)
+    bar = tqdm(range(1, args.iters + 1), disable=True if args.no_progress else None,
+               desc=args.method)
     for it in bar:
         if len(order) < args.batch_size:  # a new epoch, reshuffled
             order = torch.cat([order, torch.randperm(len(y_train), generator=gen)])
@@ -131,8 +152,6 @@ def main(argv: list[str] | None = None) -> dict:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

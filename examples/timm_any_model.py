@@ -14,15 +14,25 @@ Random weights and FakeData only: nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
 
 import torchdht
+
+NEEDS = "timm and torchvision"
+INSTALL = 'pip install -e ".[vision]"'
+try:  # optional packages: --help works without them, a run says what to install
+    import timm
+    from torchvision import datasets, transforms
+except ImportError as exc:
+    _MISSING: str | None = (exc.name or str(exc)).split(".")[0]
+else:
+    _MISSING = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -36,6 +46,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def exit_if_missing() -> None:
+    """Exit with status 2 and one line naming the extra when an optional package is missing."""
+    if _MISSING is not None:
+        print(f"{Path(__file__).name}: this example needs {NEEDS} (cannot import "
+              f"{_MISSING}): {INSTALL}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_model(name: str) -> torch.nn.Module:
     kwargs = {}
     if name.startswith(("vit_", "deit_")):
@@ -45,6 +63,7 @@ def build_model(name: str) -> torch.nn.Module:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
+    exit_if_missing()
     torch.manual_seed(args.seed)
 
     data = datasets.FakeData(

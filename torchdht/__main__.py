@@ -1,4 +1,9 @@
-"""Command line: ``python -m torchdht demo [options]``."""
+"""Command line: ``torchdht COMMAND [options]`` or ``python -m torchdht COMMAND [options]``.
+
+``COMMAND`` is ``demo`` or one of the paper's experiments (the names of
+:data:`torchdht.experiments.EXPERIMENTS`, also run as ``python -m
+torchdht.experiments NAME``); ``--help`` lists them, one line each.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,14 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
+
+
+def _prog() -> str:
+    """``torchdht`` when run as the console script, else ``python -m torchdht``."""
+    return "torchdht" if Path(sys.argv[0]).stem == "torchdht" else "python -m torchdht"
 
 
 def _methods(text: str) -> list[str]:
@@ -22,23 +33,37 @@ def _methods(text: str) -> list[str]:
     return names
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    from . import demo
+DEMO_SUMMARY = "plain SGD vs performative teaching on a small MLP"
+"""The demo's line in ``--help``."""
 
+
+def _build_parser(prog: str = "python -m torchdht") -> argparse.ArgumentParser:
+    from . import demo
+    from .experiments import EXPERIMENTS
+    from .experiments.__main__ import listing, summary
+
+    commands = {"demo": DEMO_SUMMARY, **{name: summary(name) for name in EXPERIMENTS}}
     parser = argparse.ArgumentParser(
-        prog="python -m torchdht", description="torchdht: data hallucination teaching."
+        prog=prog,
+        usage=f"{prog} [-h] COMMAND [options]",
+        description="torchdht: data hallucination teaching. The demo, and the paper's\n"
+        "experiments (also run as python -m torchdht.experiments NAME).",
+        epilog=f"Options of one command: {prog} COMMAND --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(prog=prog, dest="command", metavar="COMMAND", title="commands",
+                                description=listing(commands), help=argparse.SUPPRESS)
     sub.required = True
     p = sub.add_parser(
         "demo",
-        help="compare plain SGD with performative teaching on a small MLP",
         description=(
             "Train a small MLP with plain SGD (sgd), a random perturbation in the teacher's "
-            "cap (random), the greedy teacher (dht) and the greedy teacher as in the authors' "
-            "released code (dht-released), on the same seeds and data order; print test "
-            "accuracy and time per step, write results.csv and accuracy.png. Uses "
-            "scikit-learn's digits (no download) unless an MNIST folder is given."
+            "cap (random), the greedy teacher (dht), the greedy teacher as in the authors' "
+            "released code (dht-released) and a control, that code's extra encoder gradient "
+            "with the random perturbation (random-released), on the same seeds and data "
+            "order; print test accuracy and time per step, write results.csv and "
+            "accuracy.png. Uses scikit-learn's digits (no download) unless an MNIST folder "
+            "is given."
         ),
     )
     p.add_argument("--iters", type=int, default=demo.DEFAULT_ITERS,
@@ -65,12 +90,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads during the demo, 0 leaves torch's setting "
                         "(default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress bar (there is none anyway when stderr is not a terminal)")
+    for name in EXPERIMENTS:  # listed above; main() hands their arguments to the experiments
+        sub.add_parser(name, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line.
+    """Run the command line (also the ``torchdht`` console script).
 
     Args:
         argv: the arguments after the program name (default: None, meaning
@@ -78,10 +106,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 on success, 1 when the demo cannot run (for
-        instance a ``--data-root`` without ``MNIST/raw/``). Invalid arguments
-        and ``--help`` exit through ``SystemExit`` as argparse does.
+        instance a ``--data-root`` without ``MNIST/raw/``); an experiment's
+        name first hands the rest to :func:`torchdht.experiments.__main__.main`.
+        Invalid arguments and ``--help`` exit through ``SystemExit`` as
+        argparse does.
     """
-    args = _build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    prog = _prog()
+    from .experiments import EXPERIMENTS
+
+    if words and words[0] in EXPERIMENTS:
+        from .experiments.__main__ import main as run_experiment
+
+        return run_experiment(words, prog=prog)
+    args = _build_parser(prog).parse_args(words)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -101,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.quiet,
             )
         except (FileNotFoundError, ImportError, ValueError, FloatingPointError) as exc:
-            print(f"python -m torchdht demo: error: {exc}", file=sys.stderr)
+            print(f"{prog} demo: error: {exc}", file=sys.stderr)
             return 1
     return 0
 

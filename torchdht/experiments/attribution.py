@@ -824,7 +824,9 @@ def _run_part(jobs: list[dict], out: Path, workers: int, resume: bool, progress:
                               jf[0]["condition"]["teacher"] is not None
                               and jf[0]["condition"]["teacher"]["policy"] != "greedy"))
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), disable=not progress, desc=desc, unit="run", dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (no carriage returns in logs).
+    bar = tqdm(total=len(todo), disable=None if progress else True, desc=desc, unit="run",
+               dynamic_ncols=True)
 
     def save(job_file: Path, job: dict, result: dict) -> None:
         job_file.write_text(json.dumps({"job": job, "result": result}))

@@ -614,7 +614,8 @@ def run_mixup(cfg: argparse.Namespace, data: CifarData | None = None) -> list[di
     extra = cfg.pg_restarts * cfg.episode_epochs if "reinforce-restarts" in methods else 0
     steps = (len(methods) * cfg.epochs + extra) * steps_per_epoch
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    bar = tqdm(total=cfg.seeds * steps, disable=not cfg.progress, unit="step",
+    # disable=None: no bar when stderr is not a terminal (no carriage returns in logs).
+    bar = tqdm(total=cfg.seeds * steps, disable=None if cfg.progress else True, unit="step",
                desc="mixup", dynamic_ncols=True, mininterval=5.0)
     t_all = time.perf_counter()
     try:

@@ -554,7 +554,8 @@ def pretrain_vae(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, desc="VAE pretraining", unit="epoch", dynamic_ncols=True)
+        bar = tqdm(total=epochs, desc="VAE pretraining", unit="epoch", dynamic_ncols=True,
+                   disable=None)  # None: no bar when stderr is not a terminal
     vae.train()
     for _ in range(epochs):
         perm = torch.randperm(n, generator=g)
@@ -755,7 +756,8 @@ def _fit(t: _UnrolledTeacher, iters: int, progress: bool,
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=iters, desc=f"{t.kind} teacher", unit="it", dynamic_ncols=True)
+        bar = tqdm(total=iters, desc=f"{t.kind} teacher", unit="it", dynamic_ncols=True,
+                   disable=None)  # None: no bar when stderr is not a terminal
     start = time.perf_counter()
     rows: list[Tensor] = []
     t.policy.train()

@@ -324,7 +324,8 @@ class _UnrolledTeacher:
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=iters, desc=f"{self.kind} teacher", unit="it", dynamic_ncols=True)
+            bar = tqdm(total=iters, desc=f"{self.kind} teacher", unit="it", dynamic_ncols=True,
+                       disable=None)  # None: no bar when stderr is not a terminal
         start = time.perf_counter()
         rows: list[Tensor] = []
         self.policy.train()
