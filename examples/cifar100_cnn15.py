@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
             yield from loader
 
     rows, start = [], time.perf_counter()
-    loss_avg = acc_avg = 0.0
+    loss_avg = data_avg = acc_avg = 0.0  # train_loss: on the taught features
     # disable=None: no bar when stderr is not a terminal (no carriage returns in logs)
     bar = tqdm(range(1, args.iters + 1), disable=True if args.no_progress else None,
                desc=f"{args.arch} {args.method}")
@@ -184,14 +184,21 @@ def main(argv: list[str] | None = None) -> dict:
 
         if it % 20 == 0 or it == args.iters or it == 1:  # one host sync every 20 steps
             w = 1.0 if it == 1 else 0.1
-            loss_avg += w * (loss.item() - loss_avg)
+            loss_avg += w * (loss.item() - loss_avg)  # on the taught features
+            data_loss = loss.item()
+            if teacher is not None:  # the teacher's figure on the data
+                data_loss = teacher.stats.get("loss_untaught", data_loss)
+            data_avg += w * (data_loss - data_avg)
             acc_avg += w * (100.0 * (logits.argmax(1) == y).float().mean().item() - acc_avg)
-            bar.set_postfix(loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.1f}",
+            bar.set_postfix(loss_taught=f"{loss_avg:.3f}", loss_data=f"{data_avg:.3f}",
+                            acc=f"{acc_avg:.1f}",
                             lr=f"{opt.param_groups[0]['lr']:.4g}")
         if it % args.eval_every == 0 or it == args.iters:
             test_acc = evaluate(model, test_loader, device, amp)
             rows.append({"iter": it, "lr": f"{opt.param_groups[0]['lr']:.6g}",
-                         "train_loss": round(loss_avg, 4), "train_acc": round(acc_avg, 2),
+                         "train_loss": round(loss_avg, 4),
+                         "train_loss_untaught": round(data_avg, 4),
+                         "train_acc": round(acc_avg, 2),
                          "test_acc": round(test_acc, 2),
                          "seconds": round(time.perf_counter() - start, 1)})
             bar.write(f"iter {it}: test accuracy {test_acc:.2f}%")

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     gen = torch.Generator().manual_seed(args.seed)  # same batches for every method
     order = torch.empty(0, dtype=torch.long)
     rows, train_time = [], 0.0
-    loss_avg = acc_avg = None
+    loss_avg = data_avg = acc_avg = None  # train_loss: on the taught features
     # disable=None: no bar when stderr is not a terminal (no carriage returns in logs)
     bar = tqdm(range(1, args.iters + 1), disable=True if args.no_progress else None,
                desc=args.method)
@@ -137,12 +137,19 @@ def main(argv: list[str] | None = None) -> dict:
 
         if it % 50 == 0 or it == args.iters:  # running train loss / accuracy (one sync)
             batch_acc = 100.0 * (logits.argmax(1) == y).float().mean().item()
+            # `loss` is on the taught features; the teacher reports the one on the data
+            data_loss = loss.item()
+            if teacher is not None:
+                data_loss = teacher.stats.get("loss_untaught", data_loss)
             loss_avg = loss.item() if loss_avg is None else 0.9 * loss_avg + 0.1 * loss.item()
+            data_avg = data_loss if data_avg is None else 0.9 * data_avg + 0.1 * data_loss
             acc_avg = batch_acc if acc_avg is None else 0.9 * acc_avg + 0.1 * batch_acc
-            bar.set_postfix(loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.1f}")
+            bar.set_postfix(loss_taught=f"{loss_avg:.3f}", loss_data=f"{data_avg:.3f}",
+                            acc=f"{acc_avg:.1f}")
         if it % args.eval_every == 0 or it == args.iters:
             test_acc = evaluate(model, x_test, y_test)
             rows.append({"iter": it, "train_loss": f"{loss_avg:.4f}",
+                         "train_loss_untaught": f"{data_avg:.4f}",
                          "train_acc": f"{acc_avg:.2f}", "test_acc": f"{test_acc:.2f}",
                          "seconds": f"{train_time:.1f}"})
             bar.write(f"iter {it}: test accuracy {test_acc:.2f}%")

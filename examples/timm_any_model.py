@@ -94,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if step % args.log_every == 0 or step == 1 or step == args.steps:
             s = teacher.stats
             print(
-                f"step {step:3d}  loss {loss.item():.4f}  lr {sched.get_last_lr()[0]:.4f}  "
+                # `loss` is on the taught features; loss_untaught is the one on the data
+                f"step {step:3d}  loss (taught) {loss.item():.4f}  "
+                f"loss_untaught {s['loss_untaught']:.4f}  lr {sched.get_last_lr()[0]:.4f}  "
                 f"angle_mean {s['angle_mean']:.4f}  objective_drop {s['objective_drop']:.3e}"
             )
         if step >= args.steps:
