@@ -44,9 +44,11 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int, bool]] = {
     ),
 }
 POLICIES = [
-    "off", "none", "random", "greedy", "greedy-released", "greedy-compiled", "greedy-cudagraphs"
+    "off", "none", "random", "greedy", "greedy-released", "greedy-compiled", "greedy-cudagraphs",
+    "greedy-linesearch", "greedy-linesearch-compiled",
 ]
-"""``greedy-cudagraphs`` is ``compile={"mode": "reduce-overhead"}`` (CUDA graphs): GPU only."""
+"""``greedy-cudagraphs`` is ``compile={"mode": "reduce-overhead"}`` (CUDA graphs): GPU only;
+``-linesearch`` uses ``solver="linesearch"`` instead of the default ``"pgd"``."""
 
 
 def _head(model: nn.Module) -> nn.Module:
@@ -78,6 +80,7 @@ def training_step(
             policy=policy.split("-")[0],
             seed=0,
             lookahead_encoder_grad=policy.endswith("released"),
+            solver="linesearch" if "linesearch" in policy else "pgd",
             compile={"mode": "reduce-overhead"}
             if policy.endswith("cudagraphs")
             else policy.endswith("compiled"),

@@ -333,7 +333,7 @@ def _check_stats(stats, z, z_tilde, t, W, b, eta, steps, valid, ignored=None):
     ignored = torch.zeros_like(valid) if ignored is None else ignored
     assert set(stats) == {"angle_mean", "angle_max", "objective_before", "objective_after",
                           "objective_drop", "theta_dist", "eta", "n_rows", "n_skipped",
-                          "n_ignored"}
+                          "n_ignored", "loss_untaught", "loss_taught"}
     zv, ztv, tv = z[valid], z_tilde[valid], t[valid]
     W_star, b_star = _autograd_lookahead(zv, tv, W, b, eta, steps)
     before = _autograd_eq9(zv, tv, W, b, W_star, b_star, eta).mean()
@@ -349,6 +349,11 @@ def _check_stats(stats, z, z_tilde, t, W, b, eta, steps, valid, ignored=None):
     assert stats["n_rows"] == z.shape[0]
     assert stats["n_skipped"] == int((~valid & ~ignored).sum())
     assert stats["n_ignored"] == int(ignored.sum())
+    # cross-entropy of the head on the original and on the taught rows
+    untaught = torch.nn.functional.cross_entropy(zv @ W.T + b, tv)
+    taught = torch.nn.functional.cross_entropy(ztv @ W.T + b, tv)
+    assert stats["loss_untaught"] == pytest.approx(float(untaught), rel=1e-10)
+    assert stats["loss_taught"] == pytest.approx(float(taught), rel=1e-10)
     return float(before), float(after)
 
 
