@@ -1,7 +1,13 @@
 """torchdht: data hallucination teaching for PyTorch training loops."""
 
 from . import data, functional, linear, mixup, models
-from .errors import HeadTypeError, MissingTargetsError, TargetsError, TeacherError
+from .errors import (
+    HeadTypeError,
+    MissingTargetsError,
+    TargetsError,
+    TeacherError,
+    TeacherTypeError,
+)
 from .mixup import MixupTeacher
 from .performative import PerformativeTeacher
 from .sampler import TeachingSampler
@@ -15,6 +21,7 @@ __all__ = [
     "PerformativeTeacher",
     "TargetsError",
     "TeacherError",
+    "TeacherTypeError",
     "TeachingSampler",
     "data",
     "functional",

@@ -1,13 +1,16 @@
 """Exception types raised by torchdht.
 
 Every error subclasses ``ValueError`` or ``TypeError`` so that code catching
-the built-in types keeps working.
+the built-in types keeps working. The same mistake gets the same type
+everywhere: a wrong value or shape is a :class:`TeacherError` (a
+``ValueError``), a wrong type a :class:`TeacherTypeError` (a ``TypeError``).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "TeacherError",
+    "TeacherTypeError",
     "TargetsError",
     "MissingTargetsError",
     "HeadTypeError",
@@ -16,11 +19,20 @@ __all__ = [
 
 
 class TeacherError(ValueError):
-    """A teacher was configured or used in a way it does not support."""
+    """A teacher (or one of its functions) was given a value it does not support."""
+
+
+class TeacherTypeError(TeacherError, TypeError):
+    """An argument has the wrong type (a bool or a float for a count, a string for a rate).
+
+    A ``TypeError``; also a :class:`TeacherError`, hence a ``ValueError``,
+    because some entry points raised ``ValueError`` for these before the
+    checks were shared, and ``except ValueError`` around them keeps working.
+    """
 
 
 class TargetsError(TeacherError):
-    """Targets passed to ``set_targets`` do not match the features or the head."""
+    """Targets (labels) do not match the features, the head or the learner."""
 
 
 class MissingTargetsError(TeacherError):

@@ -19,6 +19,10 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+from ..errors import TeacherError, TeacherTypeError
+from ..typing import ObjectiveAndGrad
+
 __all__ = [
     "Box",
     "BoxSolveResult",
@@ -33,9 +37,6 @@ __all__ = [
 
 Box = tuple[Tensor, Tensor]
 """``(lo, hi)``, both of shape (D,), with ``lo <= hi``."""
-
-ObjectiveAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
-"""``fn(x) -> (f, df_dx)`` with ``x`` (N, D), ``f`` (N,), ``df_dx`` (N, D)."""
 
 
 class BoxSolveResult(NamedTuple):
@@ -71,23 +72,23 @@ def check_box(lo: Tensor, hi: Tensor, name: str = "box") -> Box:
         >>> check_box(torch.ones(2), torch.zeros(2))
         Traceback (most recent call last):
         ...
-        ValueError: box: lo > hi in dimension(s) [0, 1]; need lo <= hi elementwise
+        torchdht.errors.TeacherError: box: lo > hi in dimension(s) [0, 1]; need lo <= hi elementwise
     """
     for part, t in (("lo", lo), ("hi", hi)):
         if not isinstance(t, Tensor) or not t.is_floating_point():
-            raise TypeError(
+            raise TeacherTypeError(
                 f"{name}: {part} must be a floating-point tensor, got {type(t).__name__}"
             )
     if lo.dim() != 1 or lo.shape != hi.shape:
-        raise ValueError(
+        raise TeacherError(
             f"{name}: lo and hi must both have shape (D,), got {tuple(lo.shape)} and "
             f"{tuple(hi.shape)}"
         )
     if not (bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all())):
-        raise ValueError(f"{name}: bounds must be finite (found NaN or inf)")
+        raise TeacherError(f"{name}: bounds must be finite (found NaN or inf)")
     bad = (lo > hi).nonzero().flatten().tolist()
     if bad:
-        raise ValueError(f"{name}: lo > hi in dimension(s) {bad[:10]}; need lo <= hi elementwise")
+        raise TeacherError(f"{name}: lo > hi in dimension(s) {bad[:10]}; need lo <= hi elementwise")
     return lo, hi
 
 
@@ -106,11 +107,11 @@ def box_from_data(x: Tensor, name: str = "x") -> Box:
         (tensor([ 0., -1.]), tensor([1., 2.]))
     """
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor of shape (N, D)")
+        raise TeacherTypeError(f"{name} must be a floating-point tensor of shape (N, D)")
     if x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, D) with N >= 1, got {tuple(x.shape)}")
+        raise TeacherError(f"{name} must have shape (N, D) with N >= 1, got {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or inf")
+        raise TeacherError(f"{name} contains NaN or inf")
     return x.min(0).values, x.max(0).values
 
 
@@ -185,11 +186,10 @@ def projected_adam(
         >>> out.x
         tensor([[ 1., -1.]])
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    steps = check_int(steps, "steps", 0)
     b1, b2 = float(betas[0]), float(betas[1])
     if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-        raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
+        raise TeacherError(f"betas must lie in [0, 1), got {betas!r}")
     x = project(x0)
     f, g = objective_and_grad(x)
     before = f
@@ -252,9 +252,9 @@ def solve_box(
     """
     lo, hi = check_box(lo, hi)
     if not (lr > 0):
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+        raise TeacherError(f"lr must be > 0, got {lr!r}")
     if x0.dim() != 2 or x0.shape[-1] != lo.shape[0]:
-        raise ValueError(f"x0 must have shape (N, {lo.shape[0]}), got {tuple(x0.shape)}")
+        raise TeacherError(f"x0 must have shape (N, {lo.shape[0]}), got {tuple(x0.shape)}")
     return projected_adam(
         objective_and_grad,
         x0,

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import grad
 
-from .._types import HeadFn, Params
+from .._checks import check_int
+from ..typing import HeadFn, Params, Targets
 from .objective import ce_logit_grad, check_linear_args
 
 __all__ = ["LinearLookahead", "linear_lookahead", "lookahead"]
@@ -37,7 +38,7 @@ class LinearLookahead(NamedTuple):
 
 def linear_lookahead(
     z: Tensor,
-    targets: Tensor,
+    targets: Targets,
     weight: Tensor,
     bias: Tensor | None,
     lr: float | Tensor,
@@ -75,8 +76,7 @@ def linear_lookahead(
         (torch.Size([2, 3]), 0.0)
     """
     check_linear_args(z, targets, weight, bias)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    steps = check_int(steps, "steps", 0)
     if mask is None:
         scale = torch.full(
             (z.shape[0], 1), 1.0 / max(z.shape[0], 1), dtype=z.dtype, device=z.device
@@ -102,7 +102,7 @@ def linear_lookahead(
 
 
 def lookahead(
-    head_fn: HeadFn, params: Params, z: Tensor, targets: Tensor, lr: float, steps: int
+    head_fn: HeadFn, params: Params, z: Tensor, targets: Targets, lr: float, steps: int
 ) -> dict:
     """``k`` SGD steps of any head on mean softmax cross-entropy, via ``torch.func``.
 

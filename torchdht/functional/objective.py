@@ -15,14 +15,15 @@ its gradient with respect to the features.
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.func import grad, vmap
 
-from .._types import HeadFn, Params
+from ..errors import TeacherError
+from ..typing import HeadFn, Params, StepSize, Targets
 
 __all__ = [
     "greedy_objective",
@@ -31,8 +32,6 @@ __all__ = [
     "linear_ce_closure",
     "ce_logit_grad",
 ]
-
-Eta = Union[float, Tensor]
 
 
 def _soft_targets(targets: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
@@ -44,24 +43,24 @@ def _soft_targets(targets: Tensor, num_classes: int, dtype: torch.dtype) -> Tens
 def check_linear_args(z: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None) -> None:
     """Raise a clear error unless z (N, D), weight (C, D), bias (C,) and targets fit together."""
     if z.dim() != 2:
-        raise ValueError(f"z must have shape (N, D), got {tuple(z.shape)}")
+        raise TeacherError(f"z must have shape (N, D), got {tuple(z.shape)}")
     if weight.dim() != 2 or weight.shape[1] != z.shape[1]:
-        raise ValueError(
+        raise TeacherError(
             f"weight must have shape (C, {z.shape[1]}) to match z of shape {tuple(z.shape)}, "
             f"got {tuple(weight.shape)}"
         )
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        raise TeacherError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     n, c = z.shape[0], weight.shape[0]
     want = (n, c) if targets.is_floating_point() else (n,)
     if tuple(targets.shape) != want:
-        raise ValueError(
+        raise TeacherError(
             f"targets must have shape {want} (class indices (N,) or soft targets (N, C)), "
             f"got {tuple(targets.shape)}"
         )
 
 
-def ce_logit_grad(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+def ce_logit_grad(logits: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
     """Gradient of softmax cross-entropy with respect to the logits.
 
     Args:
@@ -88,8 +87,8 @@ def greedy_objective(
     params: Params,
     params_star: Params,
     z: Tensor,
-    targets: Tensor,
-    eta: Eta,
+    targets: Targets,
+    eta: StepSize,
 ) -> Tensor:
     """Per-sample greedy objective for any head, through ``torch.func``.
 
@@ -129,12 +128,12 @@ def greedy_objective(
 
 def linear_ce_objective(
     z: Tensor,
-    targets: Tensor,
+    targets: Targets,
     weight: Tensor,
     bias: Tensor | None,
     weight_star: Tensor,
     bias_star: Tensor | None,
-    eta: Eta,
+    eta: StepSize,
 ) -> Tensor:
     """Closed-form greedy objective for a linear head with softmax cross-entropy.
 
@@ -165,12 +164,12 @@ def linear_ce_objective(
 
 def linear_ce_objective_and_grad(
     z: Tensor,
-    targets: Tensor,
+    targets: Targets,
     weight: Tensor,
     bias: Tensor | None,
     weight_star: Tensor,
     bias_star: Tensor | None,
-    eta: Eta,
+    eta: StepSize,
 ) -> tuple[Tensor, Tensor]:
     """The closed-form objective and its exact gradient with respect to ``z``.
 
@@ -200,12 +199,12 @@ def linear_ce_objective_and_grad(
 
 def _linear_ce(
     z: Tensor,
-    targets: Tensor,
+    targets: Targets,
     weight: Tensor,
     bias: Tensor | None,
     weight_star: Tensor,
     bias_star: Tensor | None,
-    eta: Eta,
+    eta: StepSize,
     with_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
     check_linear_args(z, targets, weight, bias)
@@ -214,12 +213,12 @@ def _linear_ce(
 
 
 def linear_ce_closure(
-    targets: Tensor,
+    targets: Targets,
     weight: Tensor,
     bias: Tensor | None,
     weight_star: Tensor,
     bias_star: Tensor | None,
-    eta: Eta,
+    eta: StepSize,
     with_grad: bool = True,
 ) -> Callable[[Tensor], tuple[Tensor, Tensor | None]]:
     """``z -> (f, df/dz)`` of :func:`linear_ce_objective_and_grad` with everything else fixed.
@@ -241,9 +240,9 @@ def linear_ce_closure(
         True
     """
     if (bias is None) != (bias_star is None):
-        raise ValueError("bias and bias_star must both be tensors or both be None")
+        raise TeacherError("bias and bias_star must both be tensors or both be None")
     if weight_star.shape != weight.shape:
-        raise ValueError(
+        raise TeacherError(
             f"weight_star must have the shape of weight {tuple(weight.shape)}, "
             f"got {tuple(weight_star.shape)}"
         )

@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_int
+from ..errors import TeacherError
+from ..typing import Targets
 from .gram import GramLookahead, gram_head_ops, gram_is_cheaper, gram_lookahead, weight_star_dist
 from .linesearch import dense_head_ops, solve_cap_linesearch
 from .lookahead import LinearLookahead, linear_lookahead
@@ -53,7 +56,7 @@ class TeachStep(NamedTuple):
 
 def _prepare(
     z: Tensor,
-    targets: Tensor,
+    targets: Targets,
     weight: Tensor,
     bias: Tensor | None,
     lookahead_lr: float | Tensor,
@@ -131,7 +134,7 @@ def _index_targets(targets: Tensor) -> Tensor:
 
 def greedy_teach(
     z: Tensor,
-    targets: Tensor,
+    targets: Targets,
     weight: Tensor,
     bias: Tensor | None,
     eta: float | Tensor,
@@ -211,12 +214,11 @@ def greedy_teach(
     la_lr = eta if lookahead_lr is None else lookahead_lr
     targets = _index_targets(targets)
     if solver not in SOLVERS:
-        raise ValueError(f"solver must be 'linesearch' or 'pgd', got {solver!r}")
+        raise TeacherError(f"solver must be 'linesearch' or 'pgd', got {solver!r}")
     linesearch = solver == "linesearch"
     if linesearch:
         steps = LINESEARCH_STEPS if solve_steps is None else solve_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"solve_steps (line searches) must be an int >= 1, got {steps!r}")
+        steps = check_int(steps, "solve_steps (line searches)", 1)
         if gram is None:
             gram = gram_is_cheaper(
                 z.shape[0], weight.shape[0], weight.shape[-1], steps=lookahead_steps,
@@ -297,7 +299,7 @@ def _span_coordinates(
 
 def random_teach(
     z: Tensor,
-    targets: Tensor,
+    targets: Targets,
     weight: Tensor,
     bias: Tensor | None,
     eta: float | Tensor,

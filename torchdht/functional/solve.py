@@ -13,17 +13,17 @@ the objective never rises and the returned iterate is the best one seen.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+from ..errors import TeacherError
+from ..typing import ObjectiveAndGrad
 from .sphere import _fallback_tangent, chord_to_angle, normalize
 
 __all__ = ["SolveResult", "solve_cap", "default_solve_lr"]
-
-ObjectiveAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
-"""``fn(z) -> (f, df_dz)`` with ``z`` (N, D), ``f`` (N,), ``df_dz`` (N, D)."""
 
 
 class SolveResult(NamedTuple):
@@ -79,13 +79,12 @@ def solve_cap(
         True
     """
     if z.dim() != 2 or z.shape[-1] < 2:
-        raise ValueError(f"z must have shape (N, D) with D >= 2, got {tuple(z.shape)}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        raise TeacherError(f"z must have shape (N, D) with D >= 2, got {tuple(z.shape)}")
+    steps = check_int(steps, "steps", 0)
     if lr is None:
         lr = default_solve_lr(eps, steps)
     elif not lr > 0:
-        raise ValueError(f"lr must be a positive angular step in radians, got {lr!r}")
+        raise TeacherError(f"lr must be a positive angular step in radians, got {lr!r}")
     alpha = chord_to_angle(eps)
     radius = z.norm(dim=-1, keepdim=True)
     center = z / radius

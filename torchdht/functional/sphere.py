@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import torch
 from torch import Tensor
+
+from .._checks import check_float
+from ..errors import TeacherError
 
 __all__ = [
     "chord_to_angle",
@@ -30,12 +32,7 @@ _TINY = 1e-30
 
 def check_eps(eps: float, name: str = "eps") -> float:
     """Return ``eps`` as a float after checking it is a chord in ``(0, 2]``."""
-    if isinstance(eps, (bool, Tensor)) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"{name} must be a float chord in (0, 2], got {type(eps).__name__}")
-    eps = float(eps)
-    if not (0.0 < eps <= 2.0):  # also rejects NaN
-        raise ValueError(f"{name} must be a chord on the unit sphere in (0, 2], got {eps!r}")
-    return eps
+    return check_float(eps, f"{name} (a chord on the unit sphere)", 0.0, 2.0, low_open=True)
 
 
 def chord_to_angle(eps: float) -> float:
@@ -203,7 +200,9 @@ def sample_cap(center: Tensor, eps: float, generator: torch.Generator | None = N
     """
     alpha = chord_to_angle(eps)
     if center.dim() != 2 or center.shape[-1] < 2:
-        raise ValueError(f"center must have shape (N, D) with D >= 2, got {tuple(center.shape)}")
+        raise TeacherError(
+            f"center must have shape (N, D) with D >= 2, got {tuple(center.shape)}"
+        )
     n, dim = center.shape
     theta = _sample_polar_angle(n, dim, alpha, generator, center).unsqueeze(-1)
     g = torch.randn(center.shape, generator=generator, device=center.device, dtype=center.dtype)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -49,9 +48,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .._checks import check_float, check_int
+from ..errors import TargetsError, TeacherError, TeacherTypeError
 from .learners import LinearLearner, check_lr
 from .parameterized import TransformTeacher, _UnrolledTeacher, policy_mlp
-from .teachers import Pool, _check_int, _check_learner, _check_pool
+from .teachers import Pool, _check_learner, _check_pool
 from .unroll import UnrollResult, one_hot_labels, unroll
 
 __all__ = [
@@ -82,16 +83,6 @@ Penalty = Callable[[Tensor], Tensor]
 
 
 # ===================================================================== helpers
-def _check_float(value: float, name: str, low: float = 0.0, strict: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = value > low if strict else value >= low
-    if not ok:
-        rel = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite float {rel} {low:g}, got {value!r}")
-    return float(value)
-
-
 def _digest(*tensors: Tensor) -> str:
     """A short content hash of tensors (dtype, shape and bytes)."""
     h = hashlib.sha1()
@@ -113,6 +104,15 @@ def _frozen_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     m = copy.deepcopy(module).to(dtype)
     m.requires_grad_(False)
     return m.eval()
+
+
+def _to_features(
+    fn: Callable[[Tensor], Tensor] | None, dtype: torch.dtype
+) -> Callable[[Tensor], Tensor] | None:
+    """``to_features`` checked: None, the callable, or a frozen copy of it if a module."""
+    if fn is not None and not callable(fn):
+        raise TeacherTypeError("to_features must be callable (samples -> (N, D) features) or None")
+    return _frozen_copy(fn, dtype) if isinstance(fn, nn.Module) else fn
 
 
 def _describe(fn: Callable[..., Any] | None) -> Any:
@@ -159,7 +159,7 @@ class Projection(nn.Module):
         super().__init__()
         if not isinstance(projection, Tensor) or projection.dim() != 2 or \
                 not projection.is_floating_point():
-            raise TypeError("projection must be a floating-point tensor (pixels, features)")
+            raise TeacherTypeError("projection must be a floating-point tensor (pixels, features)")
         self.matrix: Tensor
         self.register_buffer("matrix", projection.detach().clone())
 
@@ -379,14 +379,14 @@ def _check_vae(vae: object) -> Any:
     """``vae`` itself (typed loosely: it has ``encode``, ``decode``, ``latent``) once checked."""
     if not isinstance(vae, nn.Module) or not callable(getattr(vae, "encode", None)) or \
             not callable(getattr(vae, "decode", None)):
-        raise TypeError(
+        raise TeacherTypeError(
             "vae must be an nn.Module with encode(x, onehot) -> (mu, logvar) and "
             f"decode(u, onehot) (e.g. MLPVAE, ConvVAE), got {type(vae).__name__}"
         )
     latent = getattr(vae, "latent", None)
     if isinstance(latent, bool) or not isinstance(latent, int) or latent < 1:
-        raise TypeError(f"vae must have an int attribute latent >= 1 (the code size), got "
-                        f"{latent!r}")
+        raise TeacherTypeError(f"vae must have an int attribute latent >= 1 (the code size), got "
+                               f"{latent!r}")
     return vae
 
 
@@ -421,7 +421,7 @@ def _check_cache_dir(cache_dir: str | os.PathLike[str]) -> Path:
     path = Path(cache_dir).expanduser().resolve()
     for bad in _forbidden_dirs():
         if path == bad or bad in path.parents:
-            raise ValueError(
+            raise TeacherError(
                 f"cache_dir {str(cache_dir)!r} is inside the shared data folder {bad}; choose a "
                 "folder of your own (the shared folder is read-only for this library)"
             )
@@ -487,39 +487,38 @@ def pretrain_vae(
         (torch.Size([2]), False, False)
     """
     if dataset not in ("halfmoon", "mnist") and vae is None:
-        raise ValueError(f"dataset must be 'halfmoon' or 'mnist' (or pass vae=), got {dataset!r}")
+        raise TeacherError(f"dataset must be 'halfmoon' or 'mnist' (or pass vae=), got {dataset!r}")
     if not isinstance(dataset, str) or not dataset.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"dataset must be a short alphanumeric name, got {dataset!r}")
+        raise TeacherError(f"dataset must be a short alphanumeric name, got {dataset!r}")
     if not isinstance(samples, Tensor) or not samples.is_floating_point() or samples.dim() < 2:
-        raise TypeError("samples must be a floating-point tensor (N, ...)")
+        raise TeacherTypeError("samples must be a floating-point tensor (N, ...)")
     if samples.shape[0] < 1:
-        raise ValueError("samples is empty")
+        raise TeacherError("samples is empty")
     if not bool(torch.isfinite(samples).all()):
-        raise ValueError("samples contains NaN or inf")
+        raise TeacherError("samples contains NaN or inf")
     if dataset == "mnist" and vae is None and tuple(samples.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"samples must be images (N, 1, 28, 28) for dataset='mnist', got "
-                         f"{tuple(samples.shape)}")
+        raise TeacherError(f"samples must be images (N, 1, 28, 28) for dataset='mnist', got "
+                           f"{tuple(samples.shape)}")
     if dataset == "halfmoon" and vae is None and samples.dim() != 2:
-        raise ValueError(f"samples must be (N, D) for dataset='halfmoon', got "
-                         f"{tuple(samples.shape)}")
-    _check_int(num_classes, "num_classes", 1)
+        raise TeacherError(f"samples must be (N, D) for dataset='halfmoon', got "
+                           f"{tuple(samples.shape)}")
+    num_classes = check_int(num_classes, "num_classes", 1)
     if not isinstance(classes, Tensor) or classes.is_floating_point() or \
             tuple(classes.shape) != (samples.shape[0],):
-        raise TypeError(f"classes must be an integer tensor of shape ({samples.shape[0]},)")
+        raise TeacherTypeError(f"classes must be an integer tensor of shape ({samples.shape[0]},)")
     if classes.numel() and not bool(((classes >= 0) & (classes < num_classes)).all()):
-        raise ValueError(f"classes must lie in [0, {num_classes})")
+        raise TargetsError(f"classes must lie in [0, {num_classes})")
     model: Any = _check_vae(vae) if vae is not None else None
     if latent is None:
         latent = int(model.latent) if model is not None else 2
-    _check_int(latent, "latent", 1)
-    _check_int(epochs, "epochs", 1)
-    _check_int(batch_size, "batch_size", 1)
+    latent = check_int(latent, "latent", 1)
+    epochs = check_int(epochs, "epochs", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     lr = check_lr(lr)
     if beta is None:
         beta = 0.1 if dataset == "halfmoon" else 1.0
-    beta = _check_float(beta, "beta")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    beta = check_float(beta, "beta", 0.0)
+    seed = check_int(seed, "seed")
     dtype = samples.dtype
     size = int(latent)
     if model is None:
@@ -529,7 +528,7 @@ def pretrain_vae(
             model = _build(seed, 11, lambda: ConvVAE(num_classes, size))
     else:
         if model.latent != latent:
-            raise ValueError(f"vae has latent size {model.latent} but latent={latent}")
+            raise TeacherError(f"vae has latent size {model.latent} but latent={latent}")
         model = copy.deepcopy(model)
     vae = model = model.to(dtype)
 
@@ -659,7 +658,7 @@ def load_mnist35_images(
             f"root: MNIST not found under {root} (expected {root / 'MNIST' / 'raw'}); pass "
             "root= or set TORCHDHT_DATA to a folder holding MNIST/raw"
         )
-    _check_int(n_train, "n_train", 1)
+    n_train = check_int(n_train, "n_train", 1)
     from torchvision.datasets import MNIST
 
     ds = MNIST(str(root), train=True, download=False)
@@ -751,7 +750,7 @@ def _outer_step(
 
 def _fit(t: _UnrolledTeacher, iters: int, progress: bool,
          one: Callable[[], Tensor]) -> GenerativeFitHistory:
-    _check_int(iters, "iters", 0)
+    iters = check_int(iters, "iters", 0)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -896,12 +895,12 @@ class _GenerativeTeacher(TransformTeacher):
             with torch.no_grad():
                 sample, feats, _ = self._step(None, w, x, y, noise)
         except TypeError as err:
-            raise TypeError(
+            raise TeacherTypeError(
                 f"{type(self).__name__}: the policy was called with the wrong arguments: "
                 f"{self._policy_contract()}; the call failed with: {err}"
             ) from err
         except (RuntimeError, ValueError, IndexError) as err:
-            raise ValueError(
+            raise TeacherError(
                 f"{type(self).__name__}: the policy could not be evaluated on a probe batch: "
                 f"{self._policy_contract()}; the call failed with: {err}"
             ) from err
@@ -909,7 +908,7 @@ class _GenerativeTeacher(TransformTeacher):
             self.policy.train(was)
         if not isinstance(feats, Tensor) or tuple(feats.shape) != (n, self.dim):
             shape = tuple(feats.shape) if isinstance(feats, Tensor) else type(feats).__name__
-            raise ValueError(
+            raise TeacherError(
                 f"{type(self).__name__}: the examples must be (N, {self.dim}) learner features "
                 f"(after to_features); got {shape} for N={n}. {self._policy_contract()}"
             )
@@ -1004,47 +1003,47 @@ class GANTeacher(_GenerativeTeacher):
         px, py = _check_pool(learner, pool)
         for bad in ("policy", "hidden", "batch_norm", "residual"):
             if bad in kwargs:
-                raise TypeError(f"GANTeacher takes generator= instead of {bad}=")
+                raise TeacherTypeError(f"GANTeacher takes generator= instead of {bad}=")
         if "box" in kwargs:
-            raise TypeError("GANTeacher's examples come from its generator; box= does not apply")
+            raise TeacherTypeError("GANTeacher's examples come from its generator; "
+                                   "box= does not apply")
         if not isinstance(generator, nn.Module):
-            raise TypeError(f"generator must be an nn.Module, got {type(generator).__name__}")
+            raise TeacherTypeError(f"generator must be an nn.Module, got "
+                                   f"{type(generator).__name__}")
         if not isinstance(discriminator, nn.Module):
-            raise TypeError(
+            raise TeacherTypeError(
                 f"discriminator must be an nn.Module, got {type(discriminator).__name__}")
-        if to_features is not None and not callable(to_features):
-            raise TypeError("to_features must be callable (samples -> (N, D) features) or None")
-        self.noise_width = _check_int(noise_dim, "noise_dim", 0)
-        self.adv_weight = _check_float(adv_weight, "adv_weight")
-        self.d_steps = _check_int(d_steps, "d_steps", 0)
-        self.d_batch = _check_int(d_batch, "d_batch", 1)
+        self.to_features = _to_features(to_features, px.dtype)
+        self.noise_width = check_int(noise_dim, "noise_dim", 0)
+        self.adv_weight = check_float(adv_weight, "adv_weight", 0.0)
+        self.d_steps = check_int(d_steps, "d_steps", 0)
+        self.d_batch = check_int(d_batch, "d_batch", 1)
         self.with_example = bool(with_example)
         dtype = px.dtype
-        self.to_features = (_frozen_copy(to_features, dtype) if isinstance(to_features, nn.Module)
-                            else to_features)
         if real is None:
             if to_features is not None:
-                raise ValueError(
+                raise TeacherError(
                     "real: the discriminator sees samples in the generator's space, which is not "
                     "the pool's when to_features is given; pass real=(samples, labels)"
                 )
             rx, ry = px, py
         else:
             if not isinstance(real, (tuple, list)) or len(real) != 2:
-                raise TypeError("real must be a pair (samples, labels)")
+                raise TeacherTypeError("real must be a pair (samples, labels)")
             rx, ry = real
             if not isinstance(rx, Tensor) or not rx.is_floating_point() or rx.dim() < 2 or \
                     rx.shape[0] < 1:
-                raise TypeError("real: samples must be a non-empty floating-point tensor (N, ...)")
+                raise TeacherTypeError("real: samples must be a non-empty floating-point "
+                                       "tensor (N, ...)")
             if not bool(torch.isfinite(rx).all()):
-                raise ValueError("real: samples contain NaN or inf")
+                raise TeacherError("real: samples contain NaN or inf")
             ry = learner.check_labels(ry, rx.shape[0], name="real labels")
         self.real = (rx.detach().to(dtype), ry)
         self.discriminator = discriminator.to(dtype)
         super().__init__(learner, pool, lr, w_star=w_star, policy=generator, **kwargs)
         self._arch = _signature(self.policy)
         if self._sample_shape != tuple(self.real[0].shape[1:]):
-            raise ValueError(
+            raise TeacherError(
                 f"real: samples have shape {tuple(self.real[0].shape[1:])} per example but the "
                 f"generator makes {self._sample_shape}; the discriminator compares the two"
             )
@@ -1055,14 +1054,16 @@ class GANTeacher(_GenerativeTeacher):
             try:
                 out = self.discriminator(self.real[0][:2], self._real_onehot[:2])
             except TypeError as err:
-                raise TypeError("discriminator must be called as discriminator(samples, onehot) "
-                                f"-> (N,) logits; calling it failed: {err}") from err
+                raise TeacherTypeError(
+                    "discriminator must be called as discriminator(samples, onehot) -> (N,) "
+                    f"logits; calling it failed: {err}"
+                ) from err
             except RuntimeError as err:
-                raise ValueError(f"discriminator could not score real samples: {err}") from err
+                raise TeacherError(f"discriminator could not score real samples: {err}") from err
             finally:
                 self.discriminator.train(was)
         if not isinstance(out, Tensor) or out.numel() != min(2, self.real[0].shape[0]):
-            raise ValueError("discriminator must return one logit per sample, (N,) or (N, 1)")
+            raise TeacherError("discriminator must return one logit per sample, (N,) or (N, 1)")
         self.d_lr = check_lr(d_lr if d_lr is not None else self.teacher_lr, "d_lr")
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.d_lr,
                                             betas=tuple(self.optimizer.defaults["betas"]))
@@ -1166,7 +1167,7 @@ class GANTeacher(_GenerativeTeacher):
         """
         super().load_state_dict(state)
         if "discriminator" not in state or "d_optimizer" not in state:
-            raise ValueError("state: not a GANTeacher checkpoint (no discriminator)")
+            raise TeacherError("state: not a GANTeacher checkpoint (no discriminator)")
         self.discriminator.load_state_dict(state["discriminator"])
         self.d_optimizer.load_state_dict(state["d_optimizer"])
 
@@ -1264,7 +1265,7 @@ def mnist_gan(
     if not isinstance(projection, Tensor) or projection.dim() != 2 or \
             tuple(projection.shape) != (784, d):
         shape = tuple(projection.shape) if isinstance(projection, Tensor) else projection
-        raise ValueError(f"projection must have shape (784, {d}) to match the pool, got {shape}")
+        raise TeacherError(f"projection must have shape (784, {d}) to match the pool, got {shape}")
     classes = learner.num_outputs if learner.num_outputs > 1 else 2
     state = 2 * int(torch.Size(learner.weight_shape(d)).numel())
     ex = d if kwargs.get("with_example", False) else 0
@@ -1343,25 +1344,23 @@ class VAETeacher(_GenerativeTeacher):
         px, _ = _check_pool(learner, pool)
         for bad in ("residual", "box"):
             if bad in kwargs:
-                raise TypeError(f"VAETeacher's policy outputs latent codes; {bad}= does not apply")
+                raise TeacherTypeError(f"VAETeacher's policy outputs latent codes; {bad}= "
+                                       "does not apply")
         checked = _check_vae(vae)
-        if to_features is not None and not callable(to_features):
-            raise TypeError("to_features must be callable (samples -> (N, D) features) or None")
+        self.to_features = _to_features(to_features, px.dtype)
         dtype = px.dtype
         classes = learner.num_outputs if learner.num_outputs > 1 else 2
         vae_classes = getattr(vae, "classes", classes)
         if vae_classes != classes:
-            raise ValueError(f"vae is conditioned on {vae_classes} classes but the learner has "
-                             f"{classes}")
+            raise TeacherError(f"vae is conditioned on {vae_classes} classes but the learner has "
+                               f"{classes}")
         self.vae: Any = _frozen_copy(vae, dtype)
         self.latent = int(checked.latent)
         self.noise_width = self.latent
-        self.kl_weight = _check_float(kl_weight, "kl_weight")
+        self.kl_weight = check_float(kl_weight, "kl_weight", 0.0)
         if kl_reduction not in ("mean", "sum"):
-            raise ValueError(f"kl_reduction must be 'mean' or 'sum', got {kl_reduction!r}")
+            raise TeacherError(f"kl_reduction must be 'mean' or 'sum', got {kl_reduction!r}")
         self.kl_reduction = kl_reduction
-        self.to_features = (_frozen_copy(to_features, dtype) if isinstance(to_features, nn.Module)
-                            else to_features)
         self._vae_digest = _digest(*self.vae.state_dict().values())
         d = px.shape[1]
         in_features = 2 * int(torch.Size(learner.weight_shape(d)).numel()) + d + classes
@@ -1371,7 +1370,7 @@ class VAETeacher(_GenerativeTeacher):
                                                         batch_norm))
             arch: dict[str, Any] = {"hidden": list(hidden), "batch_norm": bool(batch_norm)}
         elif not isinstance(policy, nn.Module):
-            raise TypeError(f"policy must be an nn.Module, got {type(policy).__name__}")
+            raise TeacherTypeError(f"policy must be an nn.Module, got {type(policy).__name__}")
         else:
             arch = _signature(policy)
         super().__init__(learner, pool, lr, w_star=w_star, policy=policy, seed=seed, **kwargs)
@@ -1390,12 +1389,12 @@ class VAETeacher(_GenerativeTeacher):
             with torch.no_grad():
                 out = self.policy(probe)
         except RuntimeError as err:
-            raise ValueError(f"VAETeacher: {self._policy_contract()}; it failed: {err}") from err
+            raise TeacherError(f"VAETeacher: {self._policy_contract()}; it failed: {err}") from err
         finally:
             self.policy.train(was)
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[1] != 2 * self.latent:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
+            raise TeacherError(
                 f"vae: latent size {self.latent} does not match the policy, which returns "
                 f"{shape}; {self._policy_contract()}"
             )

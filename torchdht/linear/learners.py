@@ -51,6 +51,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_float, check_int, check_positive
+from ..errors import TargetsError, TeacherError, TeacherTypeError
+
 __all__ = [
     "LinearLearner",
     "LeastSquares",
@@ -72,23 +75,18 @@ def check_lr(lr: float, name: str = "lr") -> float:
         >>> check_lr(0.0)
         Traceback (most recent call last):
         ...
-        ValueError: lr must be a finite number > 0, got 0.0
+        torchdht.errors.TeacherError: lr must be a positive float, got 0.0
     """
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-        raise TypeError(f"{name} must be a float > 0, got {type(lr).__name__}")
-    lr = float(lr)
-    if not (math.isfinite(lr) and lr > 0.0):
-        raise ValueError(f"{name} must be a finite number > 0, got {lr!r}")
-    return lr
+    return float(check_positive(lr, name))
 
 
 def _check_x(x: Tensor, name: str = "x") -> Tensor:
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor of shape (N, D) or (D,)")
+        raise TeacherTypeError(f"{name} must be a floating-point tensor of shape (N, D) or (D,)")
     if x.dim() == 1:
         x = x.unsqueeze(0)
     if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (N, D) or (D,), got {tuple(x.shape)}")
+        raise TeacherError(f"{name} must have shape (N, D) or (D,), got {tuple(x.shape)}")
     return x
 
 
@@ -134,8 +132,7 @@ class LinearLearner:
             >>> LR.init(5, torch.Generator().manual_seed(0)).shape
             torch.Size([5])
         """
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+        dim = check_int(dim, "dim", 1)
         bound = math.sqrt(6.0 / (dim + self.num_outputs))
         u = torch.rand(self.weight_shape(dim), generator=generator, dtype=dtype)
         return (2.0 * u - 1.0) * bound
@@ -146,14 +143,14 @@ class LinearLearner:
 
     def _check_w(self, w: Tensor, n: int | None, dim: int, name: str = "w") -> Tensor:
         if not isinstance(w, Tensor) or not w.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor")
+            raise TeacherTypeError(f"{name} must be a floating-point tensor")
         base = self.weight_shape(dim)
         if tuple(w.shape) == base:
             return self._matrix(w)
         if n is not None and tuple(w.shape) == (n, *base):
             return self._matrix(w)
         expect = f"{base}" + (f" or {(n, *base)}" if n is not None else "")
-        raise ValueError(
+        raise TeacherError(
             f"{name} has shape {tuple(w.shape)} but x has D={dim} features; the {self.name} "
             f"learner expects {name} of shape {expect}"
         )
@@ -193,9 +190,9 @@ class LinearLearner:
         """
         classes = torch.as_tensor(classes)
         if classes.is_floating_point() or classes.dim() != 1:
-            raise TypeError("classes must be an integer tensor of shape (N,)")
+            raise TeacherTypeError("classes must be an integer tensor of shape (N,)")
         if classes.numel() and not bool(((classes == 0) | (classes == 1)).all()):
-            raise ValueError(f"classes must be 0 or 1 for the {self.name} learner")
+            raise TargetsError(f"classes must be 0 or 1 for the {self.name} learner")
         return classes.to(torch.get_default_dtype()) * 2.0 - 1.0
 
     def sample_labels(
@@ -228,7 +225,7 @@ class LinearLearner:
         n, d = x.shape
         wm = self._check_w(w, n if batched_w else None, d)
         if wm.dtype != x.dtype:
-            raise TypeError(f"w ({wm.dtype}) and x ({x.dtype}) must have the same dtype")
+            raise TeacherTypeError(f"w ({wm.dtype}) and x ({x.dtype}) must have the same dtype")
         y = self._check_y(y, n)
         return wm, x, self._target(y, x.dtype)
 
@@ -416,19 +413,19 @@ class _ScalarLabels(LinearLearner):
 
     def _check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
         if not isinstance(y, Tensor):
-            raise TypeError(f"{name} must be a tensor of shape ({n},)")
+            raise TeacherTypeError(f"{name} must be a tensor of shape ({n},)")
         if y.dim() == 0:
             y = y.reshape(1)
         if tuple(y.shape) != (n,):
-            raise ValueError(
+            raise TargetsError(
                 f"{name} must have shape ({n},) (one scalar label per row of x), got "
                 f"{tuple(y.shape)}"
             )
         if y.is_floating_point():
             if not bool(torch.isfinite(y).all()):
-                raise ValueError(f"{name} contains NaN or inf")
+                raise TargetsError(f"{name} contains NaN or inf")
         elif self.name == "LR" and not bool(((y == 1) | (y == -1)).all()):
-            raise ValueError(
+            raise TargetsError(
                 f"{name}: integer labels for the LR learner must be -1 or +1 "
                 "(convert 0/1 class indices with learner.targets(classes))"
             )
@@ -452,10 +449,10 @@ class LeastSquares(_ScalarLabels):
             >>> LSR.check_labels(torch.tensor([0.5, float("nan")]))
             Traceback (most recent call last):
             ...
-            ValueError: y contains NaN or inf
+            torchdht.errors.TargetsError: y contains NaN or inf
         """
         if not isinstance(y, Tensor) or not y.is_floating_point() or y.dim() != 1:
-            raise TypeError(f"{name} must be a floating-point tensor of shape (N,) for LSR")
+            raise TeacherTypeError(f"{name} must be a floating-point tensor of shape (N,) for LSR")
         return self._check_y(y, y.shape[0] if n is None else n, name)
 
     def _loss(self, logits: Tensor, t: Tensor) -> Tensor:
@@ -488,14 +485,14 @@ class Logistic(_ScalarLabels):
             >>> LR.check_labels(torch.tensor([0.0, 1.0]))  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            ValueError: y: labels for the LR learner must be -1 or +1, found [0.0]; ...
+            torchdht.errors.TargetsError: y: labels for the LR learner must be -1 or +1, ...
         """
         if not isinstance(y, Tensor) or y.dim() != 1:
-            raise TypeError(f"{name} must be a tensor of shape (N,) with values -1 or +1")
+            raise TeacherTypeError(f"{name} must be a tensor of shape (N,) with values -1 or +1")
         y = self._check_y(y, y.shape[0] if n is None else n, name)
         bad = y[(y != 1) & (y != -1)]
         if bad.numel():
-            raise ValueError(
+            raise TargetsError(
                 f"{name}: labels for the LR learner must be -1 or +1, found "
                 f"{sorted(set(bad.tolist()))[:5]}; convert 0/1 class indices with "
                 "learner.targets(classes)"
@@ -537,8 +534,7 @@ class Softmax(LinearLearner):
     name = "softmax"
 
     def __init__(self, num_classes: int = 2) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        num_classes = check_int(num_classes, "num_classes", 2)
         self.num_outputs = num_classes
 
     def __repr__(self) -> str:
@@ -588,38 +584,38 @@ class Softmax(LinearLearner):
         """Class indices (N,) in ``[0, C)`` or soft labels (N, C), finite and >= 0.
 
         Example:
-            >>> Softmax(2).check_labels(torch.tensor([0, 2]))
+            >>> Softmax(2).check_labels(torch.tensor([0, 2]))  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            ValueError: y: class indices for the softmax learner must lie in [0, 2), found [2]
+            torchdht.errors.TargetsError: y: class indices ... must lie in [0, 2), found [2]
         """
         if not isinstance(y, Tensor) or y.dim() not in (1, 2):
-            raise TypeError(f"{name} must be class indices (N,) or soft labels (N, C)")
+            raise TeacherTypeError(f"{name} must be class indices (N,) or soft labels (N, C)")
         return self._check_y(y, y.shape[0] if n is None else n, name)
 
     def _check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
         c = self.num_outputs
         if not isinstance(y, Tensor):
-            raise TypeError(f"{name} must be a tensor")
+            raise TeacherTypeError(f"{name} must be a tensor")
         if y.is_floating_point():
             if tuple(y.shape) != (n, c):
-                raise ValueError(
+                raise TargetsError(
                     f"{name}: soft labels for the softmax learner must have shape ({n}, {c}), "
                     f"got {tuple(y.shape)}"
                 )
             if not bool(torch.isfinite(y).all()):
-                raise ValueError(f"{name} contains NaN or inf")
+                raise TargetsError(f"{name} contains NaN or inf")
             if bool((y < 0).any()):
-                raise ValueError(f"{name}: soft labels must be >= 0")
+                raise TargetsError(f"{name}: soft labels must be >= 0")
             return y
         if y.dtype == torch.bool or tuple(y.shape) != (n,):
-            raise ValueError(
+            raise TargetsError(
                 f"{name}: class indices must be an integer tensor of shape ({n},), got "
                 f"{y.dtype} {tuple(y.shape)}"
             )
         bad = y[(y < 0) | (y >= c)]
         if bad.numel():
-            raise ValueError(
+            raise TargetsError(
                 f"{name}: class indices for the softmax learner must lie in [0, {c}), found "
                 f"{sorted(set(bad.tolist()))[:5]}"
             )
@@ -709,15 +705,14 @@ def fit_w_star(
         tensor([ 2., -1.])
     """
     if not isinstance(learner, LinearLearner):
-        raise TypeError(f"learner must be a LinearLearner, got {type(learner).__name__}")
+        raise TeacherTypeError(f"learner must be a LinearLearner, got {type(learner).__name__}")
     x = _check_x(x)
     if x.shape[0] == 0:
-        raise ValueError("x is empty: fitting w* needs at least one example")
+        raise TeacherError("x is empty: fitting w* needs at least one example")
     if not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or inf")
+        raise TeacherError("x contains NaN or inf")
     y = learner.check_labels(y, x.shape[0])
-    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not (l2 >= 0):
-        raise ValueError(f"l2 must be a number >= 0, got {l2!r}")
+    l2 = check_float(l2, "l2", 0.0, finite=False)
     shape = learner.weight_shape(x.shape[1])
     x64 = x.double()
     y64 = y.double() if y.is_floating_point() else y

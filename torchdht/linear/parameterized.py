@@ -29,8 +29,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .._checks import check_float, check_int
+from ..errors import TeacherError, TeacherTypeError
 from .learners import LinearLearner, check_lr
-from .teachers import Pool, _check_int, _check_learner, _check_pool, _check_weights, _generator
+from .teachers import Pool, _check_learner, _check_pool, _check_weights, _generator
 from .unroll import distance_loss, one_hot_labels, unroll, validation_loss
 
 __all__ = [
@@ -62,11 +64,9 @@ def policy_mlp(
           (4): Linear(in_features=16, out_features=2, bias=True)
         )
     """
-    for name, value in (("in_features", in_features), ("out_features", out_features)):
-        _check_int(value, name, 1)
-    hidden = tuple(hidden)
-    for h in hidden:
-        _check_int(h, "hidden sizes", 1)
+    in_features = check_int(in_features, "in_features", 1)
+    out_features = check_int(out_features, "out_features", 1)
+    hidden = tuple(check_int(h, "hidden sizes", 1) for h in hidden)
     layers: list[nn.Module] = []
     width = in_features
     for h in hidden:
@@ -98,7 +98,7 @@ def check_config(mine: dict[str, Any], theirs: dict[str, Any]) -> None:
     if diff:
         detail = "; ".join(f"{k}: checkpoint {theirs.get(k)!r}, this teacher {mine.get(k)!r}"
                            for k in diff)
-        raise ValueError(
+        raise TeacherError(
             f"state: the checkpoint was saved by a teacher of another configuration ({detail})"
         )
 
@@ -140,23 +140,21 @@ class _UnrolledTeacher:
         self.dim = self.x.shape[1]
         self.dtype = self.x.dtype
         self.lr = check_lr(lr)
-        self.unroll = _check_int(unroll, "unroll", 1)
+        self.unroll = check_int(unroll, "unroll", 1)
         if truncate is not None:
-            _check_int(truncate, "truncate", 1)
+            truncate = check_int(truncate, "truncate", 1)
             if truncate > unroll:
-                raise ValueError(
+                raise TeacherError(
                     f"truncate ({truncate}) must not exceed unroll ({unroll}): it is the number of "
                     "final unrolled steps the gradient flows through"
                 )
         self.truncate = truncate
-        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha >= 0:
-            raise ValueError(f"alpha must be a float >= 0, got {alpha!r}")
-        self.alpha = float(alpha)
-        self.trajectories = _check_int(trajectories, "trajectories", 1)
-        self.horizon = _check_int(horizon, "horizon", 1)
+        self.alpha = check_float(alpha, "alpha", 0.0, finite=False)
+        self.trajectories = check_int(trajectories, "trajectories", 1)
+        self.horizon = check_int(horizon, "horizon", 1)
         self.teacher_lr = check_lr(teacher_lr, "teacher_lr")
-        if grad_clip is not None and not grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip!r}")
+        if grad_clip is not None:
+            grad_clip = check_float(grad_clip, "grad_clip", 0.0, low_open=True, finite=False)
         self.grad_clip = grad_clip
         self.residual = bool(residual)
         self.box = self._check_box(box)
@@ -171,7 +169,7 @@ class _UnrolledTeacher:
                 policy = policy_mlp(self.in_features, self.dim, hidden, batch_norm)
             self._arch = {"hidden": list(hidden), "batch_norm": bool(batch_norm)}
         elif not isinstance(policy, nn.Module):
-            raise TypeError(f"policy must be an nn.Module, got {type(policy).__name__}")
+            raise TeacherTypeError(f"policy must be an nn.Module, got {type(policy).__name__}")
         else:
             self._arch = {"custom": type(policy).__name__}
         self.policy = policy.to(self.dtype)
@@ -201,16 +199,18 @@ class _UnrolledTeacher:
         if box is None:
             return None
         if self.residual:
-            raise ValueError("box and residual=True cannot be combined: with a box the policy's "
-                             "output is squashed into it, not added to x")
+            raise TeacherError("box and residual=True cannot be combined: with a box the policy's "
+                               "output is squashed into it, not added to x")
         if not isinstance(box, (tuple, list)) or len(box) != 2:
-            raise TypeError("box must be a pair (lo, hi) of tensors of shape (D,)")
+            raise TeacherTypeError("box must be a pair (lo, hi) of tensors of shape (D,)")
         lo, hi = (torch.as_tensor(b, dtype=self.dtype) for b in box)
         if lo.shape != (self.dim,) or hi.shape != (self.dim,):
-            raise ValueError(f"box: lo and hi must have shape ({self.dim},) to match the pool's "
-                             f"D={self.dim} features, got {tuple(lo.shape)} and {tuple(hi.shape)}")
+            raise TeacherError(
+                f"box: lo and hi must have shape ({self.dim},) to match the pool's D={self.dim} "
+                f"features, got {tuple(lo.shape)} and {tuple(hi.shape)}"
+            )
         if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all() & (lo < hi).all()):
-            raise ValueError("box: lo and hi must be finite with lo < hi in every dimension")
+            raise TeacherError("box: lo and hi must be finite with lo < hi in every dimension")
         return lo.clone(), hi.clone()
 
     def _check_policy(self) -> None:
@@ -221,7 +221,7 @@ class _UnrolledTeacher:
             with torch.no_grad():
                 out = self.policy(probe)
         except RuntimeError as err:
-            raise ValueError(
+            raise TeacherError(
                 f"policy must map (N, {self.in_features}) inputs (the learner state, the example "
                 f"and its one-hot label for D={self.dim}) to (N, {self.dim}); calling it on "
                 f"zeros of shape (2, {self.in_features}) failed: {err}"
@@ -230,7 +230,7 @@ class _UnrolledTeacher:
             self.policy.train(was)
         if not isinstance(out, Tensor) or tuple(out.shape) != (2, self.dim):
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
+            raise TeacherError(
                 f"policy must return (N, {self.dim}) examples for the learner's D={self.dim} "
                 f"features; it returned {shape} for an input of shape (2, {self.in_features})"
             )
@@ -319,7 +319,7 @@ class _UnrolledTeacher:
         Returns:
             A :class:`FitHistory`.
         """
-        _check_int(iters, "iters", 0)
+        iters = check_int(iters, "iters", 0)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -406,7 +406,7 @@ class _UnrolledTeacher:
                 differ are named) or it is not a teacher checkpoint.
         """
         if not isinstance(state, dict) or "config" not in state or "policy" not in state:
-            raise ValueError("state must be a dict from a parameterized teacher's state_dict()")
+            raise TeacherError("state must be a dict from a parameterized teacher's state_dict()")
         mine, theirs = self.config(), state["config"]
         check_config(mine, theirs)
         self.policy.load_state_dict(state["policy"])
@@ -524,7 +524,7 @@ class BlackBoxTeacher(_UnrolledTeacher):
         x, _ = _check_pool(learner, pool)
         vx, vy = _check_pool(learner, validation, name="validation")
         if vx.shape[1] != x.shape[1]:
-            raise ValueError(
+            raise TeacherError(
                 f"validation has D={vx.shape[1]} features but the pool has D={x.shape[1]}"
             )
         self.validation = (vx.to(x.dtype), vy)

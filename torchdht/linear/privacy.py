@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_float, check_int
+from ..errors import TeacherError, TeacherTypeError
 from .generative import (
     GenerativeFitHistory,
     VAETeacher,
-    _check_float,
     _describe,
     _digest,
     _fit,
@@ -47,7 +48,7 @@ from .generative import (
 )
 from .learners import LinearLearner
 from .parameterized import TransformTeacher, _UnrolledTeacher, check_config
-from .teachers import Pool, _check_int, _check_pool, _check_weights, _generator
+from .teachers import Pool, _check_pool, _check_weights, _generator
 
 __all__ = ["PrivacyTeacher", "private_transform_teacher"]
 
@@ -123,13 +124,15 @@ class PrivacyTeacher:
         seed: int | None = None,
     ) -> None:
         if not callable(getattr(teacher, "propose", None)):
-            raise TypeError(f"teacher must have a propose(w) method, got {type(teacher).__name__}")
+            raise TeacherTypeError(
+                f"teacher must have a propose(w) method, got {type(teacher).__name__}"
+            )
         self.teacher = teacher
-        self.eps = _check_float(eps, "eps", 0.0, strict=True)
-        self.penalty = _check_float(penalty, "penalty")
-        self.resamples = _check_int(resamples, "resamples", 0)
-        self.repair_steps = _check_int(repair_steps, "repair_steps", 1)
-        self.directions = _check_int(directions, "directions", 0)
+        self.eps = check_float(eps, "eps", 0.0, low_open=True)
+        self.penalty = check_float(penalty, "penalty", 0.0)
+        self.resamples = check_int(resamples, "resamples", 0)
+        self.repair_steps = check_int(repair_steps, "repair_steps", 1)
+        self.directions = check_int(directions, "directions", 0)
         learner = getattr(teacher, "learner", None)
         tx, ty = getattr(teacher, "x", None), getattr(teacher, "y", None)
         if pool is None and isinstance(tx, Tensor) and isinstance(ty, Tensor) and \
@@ -141,7 +144,7 @@ class PrivacyTeacher:
             elif not isinstance(pool, (tuple, list)) or len(pool) != 2 or \
                     not isinstance(pool[0], Tensor) or pool[0].dim() != 2 or \
                     not pool[0].is_floating_point() or len(pool[1]) != pool[0].shape[0]:
-                raise TypeError("pool must be a pair (x (N, D) floating point, y (N, ...))")
+                raise TeacherTypeError("pool must be a pair (x (N, D) floating point, y (N, ...))")
         dim = getattr(teacher, "dim", None)
         if dim is None and pool is not None:
             dim = pool[0].shape[1]
@@ -161,8 +164,8 @@ class PrivacyTeacher:
         if pool is not None:
             px = pool[0].to(self.dtype)
             if px.shape[1] != self.dim:
-                raise ValueError(f"pool has D={px.shape[1]} features but the privacy set has "
-                                 f"D={self.dim}")
+                raise TeacherError(f"pool has D={px.shape[1]} features but the privacy set has "
+                                   f"D={self.dim}")
             self._pool = (px, pool[1])
             with torch.no_grad():
                 d = torch.cat([self._min_distance64(px[i : i + 512])
@@ -175,17 +178,19 @@ class PrivacyTeacher:
     @staticmethod
     def _check_privacy_set(p: Tensor, dim: int | None) -> Tensor:
         if not isinstance(p, Tensor) or not p.is_floating_point():
-            raise TypeError("privacy_set must be a floating-point tensor of shape (M, D)")
+            raise TeacherTypeError("privacy_set must be a floating-point tensor of shape (M, D)")
         if p.dim() != 2 or (dim is not None and p.shape[1] != dim):
             want = f"(M, {dim})" if dim is not None else "(M, D)"
-            raise ValueError(
+            raise TeacherError(
                 f"privacy_set must have shape {want} (the learner's D={dim} features), got "
                 f"{tuple(p.shape)}"
             )
         if p.shape[0] == 0:
-            raise ValueError("privacy_set is empty: it needs at least one private example (M >= 1)")
+            raise TeacherError(
+                "privacy_set is empty: it needs at least one private example (M >= 1)"
+            )
         if not bool(torch.isfinite(p).all()):
-            raise ValueError("privacy_set contains NaN or inf")
+            raise TeacherError("privacy_set contains NaN or inf")
         return p.detach().clone()
 
     def _resolve_phi(self, phi: Phi | None) -> Phi:
@@ -199,16 +204,20 @@ class PrivacyTeacher:
             m.requires_grad_(False)
             return m.eval()
         if not callable(phi):
-            raise TypeError(f"phi must be callable, (N, D) -> (N, F), got {type(phi).__name__}")
+            raise TeacherTypeError(
+                f"phi must be callable, (N, D) -> (N, F), got {type(phi).__name__}"
+            )
         return phi
 
     def _features(self, x: Tensor, what: str = "x") -> Tensor:
         out = self.phi(x.to(self.dtype))
         if not isinstance(out, Tensor) or not out.is_floating_point():
-            raise TypeError(f"phi must return a floating-point tensor, got {type(out).__name__}")
+            raise TeacherTypeError(
+                f"phi must return a floating-point tensor, got {type(out).__name__}"
+            )
         if out.dim() == 0 or out.shape[0] != x.shape[0]:
             got = out.shape[0] if out.dim() else "a scalar"
-            raise ValueError(
+            raise TeacherError(
                 f"phi must map a batch (N, D) to (N, F) row by row; given {what} with "
                 f"N={x.shape[0]} it returned {got} rows (shape {tuple(out.shape)})"
             )
@@ -218,8 +227,8 @@ class PrivacyTeacher:
     def _min_distance64(self, x: Tensor) -> Tensor:
         f = self._features(x).double()
         if f.shape[1] != self._private64.shape[1]:
-            raise ValueError(f"phi returned {f.shape[1]} features for x but "
-                             f"{self._private64.shape[1]} for the privacy set")
+            raise TeacherError(f"phi returned {f.shape[1]} features for x but "
+                               f"{self._private64.shape[1]} for the privacy set")
         d = torch.cdist(f, self._private64, compute_mode="donot_use_mm_for_euclid_dist")
         return d.min(dim=1).values
 
@@ -235,7 +244,7 @@ class PrivacyTeacher:
             tensor([0., 5.], dtype=torch.float64)
         """
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (N, {self.dim})")
+            raise TeacherError(f"x must have shape (N, {self.dim})")
         with torch.no_grad():
             return self._min_distance64(x)
 
@@ -292,7 +301,7 @@ class PrivacyTeacher:
         if isinstance(t, _UnrolledTeacher):
             step = _plain_step(t)
             return _fit(t, iters, progress, lambda: _outer_step(t, step, 0, pen, None))
-        raise TypeError(
+        raise TeacherTypeError(
             f"fit: the wrapped {type(t).__name__} has no trainable policy; wrap a "
             "TransformTeacher, BlackBoxTeacher, GANTeacher or VAETeacher to train with the hinge"
         )
@@ -437,10 +446,10 @@ class PrivacyTeacher:
                 or not a privacy teacher checkpoint.
         """
         if not isinstance(state, dict) or "config" not in state or "generator" not in state:
-            raise ValueError("state must be a dict from PrivacyTeacher.state_dict()")
+            raise TeacherError("state must be a dict from PrivacyTeacher.state_dict()")
         mine, theirs = self.config(), state["config"]
         if not isinstance(theirs, dict):
-            raise ValueError("state: malformed checkpoint (config is not a dict)")
+            raise TeacherError("state: malformed checkpoint (config is not a dict)")
         check_config(mine, theirs)
         if state["teacher"] is not None:
             self.teacher.load_state_dict(state["teacher"])

@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+from ..errors import TeacherError, TeacherTypeError
 from .learners import LinearLearner, Softmax, check_lr
 from .teachers import Teacher, _check_learner, _check_weights
 
@@ -69,25 +71,28 @@ def run(
     """
     _check_learner(learner)
     if not callable(getattr(teacher, "propose", None)):
-        raise TypeError(f"teacher must have a propose(w) method, got {type(teacher).__name__}")
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
-        raise ValueError(f"iters must be an int >= 0, got {iters!r}")
+        raise TeacherTypeError(
+            f"teacher must have a propose(w) method, got {type(teacher).__name__}"
+        )
+    iters = check_int(iters, "iters", 0)
     lr = check_lr(lr)
     if not isinstance(w0, Tensor) or not w0.is_floating_point():
-        raise TypeError("w0 must be a floating-point tensor")
+        raise TeacherTypeError("w0 must be a floating-point tensor")
     dim = w0.shape[-1]
     _check_weights(learner, w0, dim, "w0")
     _check_weights(learner, w_star, dim, "w_star")
     if w_star.dtype != w0.dtype:
-        raise TypeError(f"w0 ({w0.dtype}) and w_star ({w_star.dtype}) must have the same dtype")
+        raise TeacherTypeError(
+            f"w0 ({w0.dtype}) and w_star ({w_star.dtype}) must have the same dtype"
+        )
     if test is not None:
         if not isinstance(test, (tuple, list)) or len(test) != 2:
-            raise TypeError("test must be a pair (x, y)")
+            raise TeacherTypeError("test must be a pair (x, y)")
         tx, ty = test
         if not isinstance(tx, Tensor) or tx.dim() != 2 or tx.shape[1] != dim:
-            raise ValueError(f"test: x must have shape (N, {dim}) to match w0")
+            raise TeacherError(f"test: x must have shape (N, {dim}) to match w0")
         if not bool(torch.isfinite(tx).all()):
-            raise ValueError("test: x contains NaN or inf")
+            raise TeacherError("test: x contains NaN or inf")
         ty = learner.check_labels(ty, tx.shape[0], name="test labels")
         tx = tx.to(w0.dtype)
     soft = isinstance(learner, Softmax)

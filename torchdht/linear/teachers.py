@@ -32,6 +32,8 @@ from typing import Protocol, Union
 import torch
 from torch import Tensor
 
+from .._checks import check_float, check_int, check_seed
+from ..errors import TeacherError, TeacherTypeError
 from ..functional.box import (
     BoxSolveResult,
     box_from_data,
@@ -78,7 +80,7 @@ class Teacher(Protocol):
 # ------------------------------------------------------------------ checks
 def _check_learner(learner: object) -> LinearLearner:
     if not isinstance(learner, LinearLearner):
-        raise TypeError(
+        raise TeacherTypeError(
             f"learner must be a torchdht.linear learner (LSR, LR or Softmax(C)), got "
             f"{type(learner).__name__}"
         )
@@ -87,44 +89,39 @@ def _check_learner(learner: object) -> LinearLearner:
 
 def _check_pool(learner: LinearLearner, pool: Pool, name: str = "pool") -> Pool:
     if not isinstance(pool, (tuple, list)) or len(pool) != 2:
-        raise TypeError(f"{name} must be a pair (x, y) of tensors")
+        raise TeacherTypeError(f"{name} must be a pair (x, y) of tensors")
     x, y = pool
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 2:
-        raise TypeError(f"{name}: x must be a floating-point tensor of shape (N, D)")
+        raise TeacherTypeError(f"{name}: x must be a floating-point tensor of shape (N, D)")
     if x.shape[0] == 0:
-        raise ValueError(f"{name} is empty: a teacher needs at least one example to draw from")
+        raise TeacherError(f"{name} is empty: a teacher needs at least one example to draw from")
     if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name}: x contains NaN or inf")
+        raise TeacherError(f"{name}: x contains NaN or inf")
     y = learner.check_labels(y, x.shape[0], name=f"{name} labels")
     return x, y
 
 
 def _check_weights(learner: LinearLearner, w: Tensor, dim: int, name: str) -> Tensor:
     if not isinstance(w, Tensor) or not w.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor")
+        raise TeacherTypeError(f"{name} must be a floating-point tensor")
     if tuple(w.shape) != learner.weight_shape(dim):
-        raise ValueError(
+        raise TeacherError(
             f"{name} has shape {tuple(w.shape)}, but the data has D={dim} features and the "
             f"{learner.name} learner expects {learner.weight_shape(dim)}"
         )
     if not bool(torch.isfinite(w).all()):
-        raise ValueError(f"{name} contains NaN or inf")
+        raise TeacherError(f"{name} contains NaN or inf")
     return w
 
 
 def _generator(seed: int | None) -> torch.Generator:
     g = torch.Generator()
+    seed = check_seed(seed)
     if seed is None:
         g.seed()
     else:
-        g.manual_seed(int(seed))
+        g.manual_seed(seed)
     return g
-
-
-def _check_int(value: int, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 # ----------------------------------------------------------------- functions
@@ -190,7 +187,7 @@ def dht_solve(
     lo, hi = check_box(*box)
     x0 = _check_x(x0, "x0")
     if x0.shape[-1] != lo.shape[0]:
-        raise ValueError(f"x0 has D={x0.shape[-1]} but the box has D={lo.shape[0]}")
+        raise TeacherError(f"x0 has D={x0.shape[-1]} but the box has D={lo.shape[0]}")
 
     def fg(x: Tensor) -> tuple[Tensor, Tensor]:
         return learner.objective_and_grad(w, w_star, x, y, lr)
@@ -345,9 +342,7 @@ def synthesize_label(
     """
     _check_learner(learner)
     lr = check_lr(lr)
-    if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not (norm > 0):
-        raise ValueError(f"norm must be a number > 0, got {norm!r}")
-    norm = float(norm)
+    norm = check_float(norm, "norm", 0.0, low_open=True, finite=False)
     x = _check_x(x)
     n_rows = x.shape[0]
     soft = isinstance(learner, Softmax)
@@ -383,9 +378,9 @@ def synthesize_label(
         elif soft:
             y = _label_softmax(learner, w, w_star, x, lr, norm, y0, steps=steps)
         else:
-            raise TypeError(f"no label synthesis for learner {learner!r}")
+            raise TeacherTypeError(f"no label synthesis for learner {learner!r}")
     else:
-        raise ValueError(f"method must be 'auto' or 'iterative', got {method!r}")
+        raise TeacherError(f"method must be 'auto' or 'iterative', got {method!r}")
     f_new = learner.objective(w, w_star, x, y, lr)
     f_old = learner.objective(w, w_star, x, y0, lr)
     keep = f_new < f_old
@@ -430,7 +425,7 @@ def scaling_beta(
     """
     lr = check_lr(lr)
     if not (c1 > 0):
-        raise ValueError(f"c1 must be > 0, got {c1!r}")
+        raise TeacherError(f"c1 must be > 0, got {c1!r}")
     x = _check_x(x)
     dist = (w - w_star).norm()
     m = learner.logits(w, x).squeeze(-1)
@@ -462,7 +457,9 @@ def scaling_beta(
             hi = torch.where(up, hi, mid)
         beta = 0.5 * (lo + hi)
     else:
-        raise TypeError(f"the scaling teacher supports the LSR and LR learners, not {learner!r}")
+        raise TeacherTypeError(
+            f"the scaling teacher supports the LSR and LR learners, not {learner!r}"
+        )
     if float(dist) == 0.0:
         ok = torch.zeros_like(ok)
     return beta, ok
@@ -592,23 +589,25 @@ class DHTTeacher:
             self.pool = None
         if box is None:
             if self.pool is None:
-                raise ValueError("box: give a box (lo, hi) or a pool to take the box from")
+                raise TeacherError("box: give a box (lo, hi) or a pool to take the box from")
             box = box_from_data(self.pool[0], name="pool x")
         if not isinstance(box, (tuple, list)) or len(box) != 2:
-            raise TypeError("box must be a pair (lo, hi) of tensors of shape (D,)")
+            raise TeacherTypeError("box must be a pair (lo, hi) of tensors of shape (D,)")
         self.lo, self.hi = check_box(box[0], box[1])
         dim = self.lo.shape[0]
         if self.pool is not None and self.pool[0].shape[1] != dim:
-            raise ValueError(f"pool has D={self.pool[0].shape[1]} features but the box has D={dim}")
+            raise TeacherError(
+                f"pool has D={self.pool[0].shape[1]} features but the box has D={dim}"
+            )
         self.w_star = _check_weights(learner, w_star, dim, "w_star")
         self.lr = check_lr(lr)
-        self.restarts = _check_int(restarts, "restarts", 0 if self.pool is not None else 1)
-        self.steps = _check_int(steps, "steps", 0)
+        self.restarts = check_int(restarts, "restarts", 0 if self.pool is not None else 1)
+        self.steps = check_int(steps, "steps", 0)
         self.solver_lr = check_lr(solver_lr, "solver_lr")
         self.betas = betas
         self.amsgrad = amsgrad
         if labels not in ("uniform", "all"):
-            raise ValueError(f"labels must be 'uniform' or 'all', got {labels!r}")
+            raise TeacherError(f"labels must be 'uniform' or 'all', got {labels!r}")
         self.labels = labels
         self.generator = _generator(seed)
         self.last: BoxSolveResult | None = None
@@ -691,18 +690,18 @@ class LabelSynthesis:
         method: str = "auto",
     ) -> None:
         if not callable(getattr(teacher, "propose", None)):
-            raise TypeError(f"teacher must have a propose(w) method, got {type(teacher).__name__}")
+            raise TeacherTypeError(
+                f"teacher must have a propose(w) method, got {type(teacher).__name__}"
+            )
         self.teacher = teacher
         self.learner = _check_learner(learner)
         if not isinstance(w_star, Tensor) or not w_star.is_floating_point():
-            raise TypeError("w_star must be a floating-point tensor")
+            raise TeacherTypeError("w_star must be a floating-point tensor")
         self.w_star = w_star
         self.lr = check_lr(lr)
-        if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not (norm > 0):
-            raise ValueError(f"norm must be a number > 0, got {norm!r}")
-        self.norm = float(norm)
+        self.norm = check_float(norm, "norm", 0.0, low_open=True, finite=False)
         if method not in ("auto", "iterative"):
-            raise ValueError(f"method must be 'auto' or 'iterative', got {method!r}")
+            raise TeacherError(f"method must be 'auto' or 'iterative', got {method!r}")
         self.method = method
 
     def propose(self, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -758,18 +757,16 @@ class ScalingTeacher:
     ) -> None:
         self.learner = _check_learner(learner)
         if pick not in ("random", "greedy"):
-            raise ValueError(f"pick must be 'random' or 'greedy', got {pick!r}")
+            raise TeacherError(f"pick must be 'random' or 'greedy', got {pick!r}")
         self.pick = pick
         if not isinstance(learner, (LeastSquares, Logistic)):
-            raise TypeError(
+            raise TeacherTypeError(
                 f"the scaling teacher supports the LSR and LR learners, not {learner!r}"
             )
         self.x, self.y = _check_pool(learner, pool)
         self.w_star = _check_weights(learner, w_star, self.x.shape[1], "w_star")
         self.lr = check_lr(lr)
-        if isinstance(c1, bool) or not isinstance(c1, (int, float)) or not (c1 > 0):
-            raise ValueError(f"c1 must be a number > 0, got {c1!r}")
-        self.c1 = float(c1)
+        self.c1 = check_float(c1, "c1", 0.0, low_open=True, finite=False)
         self.generator = _generator(seed)
 
     def propose(self, w: Tensor) -> tuple[Tensor, Tensor]:

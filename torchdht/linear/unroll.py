@@ -28,6 +28,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+from ..errors import TeacherError
 from .learners import LinearLearner, Softmax
 
 __all__ = [
@@ -190,18 +192,15 @@ def unroll(
         (True, torch.Size([4, 2]))
     """
     if not isinstance(labels, Tensor) or labels.dim() < 2:
-        raise ValueError("labels must be a tensor of shape (v, K, ...) with v >= 1")
+        raise TeacherError("labels must be a tensor of shape (v, K, ...) with v >= 1")
     v = labels.shape[0]
     if v < 1:
-        raise ValueError("labels must hold at least one step (v >= 1)")
+        raise TeacherError("labels must hold at least one step (v >= 1)")
     if w0.shape[0] != labels.shape[1]:
-        raise ValueError(f"w0 holds {w0.shape[0]} learners but labels hold {labels.shape[1]}")
+        raise TeacherError(f"w0 holds {w0.shape[0]} learners but labels hold {labels.shape[1]}")
     if truncate is None:
         truncate = v
-    if isinstance(truncate, bool) or not isinstance(truncate, int) or not 1 <= truncate <= v:
-        raise ValueError(
-            f"truncate must be an int in [1, {v}] (the unroll length), got {truncate!r}"
-        )
+    truncate = check_int(truncate, "truncate (at most the unroll length)", 1, v)
     w = w0.detach()
     zero = w.new_zeros(())
     aux, extra = zero, zero

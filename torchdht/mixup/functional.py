@@ -10,13 +10,14 @@ when it must carry a gradient). Nothing here modifies its inputs.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from ..errors import TargetsError
+from .._checks import check_float, check_targets
+from ..errors import TeacherError, TeacherTypeError
+from ..typing import Targets
 
 __all__ = [
     "check_actions",
@@ -34,7 +35,7 @@ def _soft_dtype(x_dtype: torch.dtype | None) -> torch.dtype:
 
 
 def to_soft_targets(
-    y: Tensor,
+    y: Targets,
     num_classes: int,
     *,
     batch_size: int | None = None,
@@ -82,47 +83,16 @@ def to_soft_targets(
         tensor([[0., 0., 1.],
                 [0., 0., 0.]])
     """
-    if not isinstance(y, Tensor):
-        raise TypeError(f"y must be a torch.Tensor of targets, got {type(y).__name__}")
-    if y.dtype == torch.bool or y.is_complex():
-        raise TypeError(f"y must hold class indices or probabilities, got dtype {y.dtype}")
-    lead = "(B,)" if batch_size is None else f"({batch_size},)"
-    lead_soft = f"(B, {num_classes})" if batch_size is None else f"({batch_size}, {num_classes})"
-    check_values = validate or y.device.type == "cpu"
+    y = check_targets(
+        y,
+        num_classes,
+        rows=batch_size,
+        ignore_index=ignore_index,
+        host_check=validate or (isinstance(y, Tensor) and y.device.type == "cpu"),
+    )
     if y.is_floating_point():
-        if y.dim() != 2 or y.shape[1] != num_classes or (
-            batch_size is not None and y.shape[0] != batch_size
-        ):
-            raise TargetsError(
-                f"y: soft targets must have shape {lead_soft} for num_classes={num_classes}, "
-                f"got {tuple(y.shape)}"
-            )
-        if check_values and y.numel():
-            if not bool(torch.isfinite(y).all()) or bool((y < 0).any()):
-                raise TargetsError("y: soft targets must be finite and non-negative")
         return y
-    if y.dim() != 1 or (batch_size is not None and y.shape[0] != batch_size):
-        raise TargetsError(
-            f"y: class indices must have shape {lead} (or soft targets {lead_soft}), "
-            f"got {tuple(y.shape)}"
-        )
-    # Widen first: a uint8 156 would compare equal to -100 (and to -356) otherwise.
-    y = y.long()
-    bad = (y < 0) | (y >= num_classes)
     ignored = None if ignore_index is None else y == ignore_index
-    if ignored is not None:
-        bad = bad & ~ignored
-    if check_values:
-        if y.numel() and bool(bad.any()):
-            wrong = y[bad]
-            also = "" if ignore_index is None else f" (or equal ignore_index={ignore_index})"
-            raise TargetsError(
-                f"y: class indices must lie in [0, {num_classes - 1}]{also} for "
-                f"num_classes={num_classes}, got values in [{int(wrong.min())}, "
-                f"{int(wrong.max())}]"
-            )
-    else:
-        torch._assert_async(~bad.any())
     out_dtype = _soft_dtype(dtype)
     out = torch.zeros(y.shape[0], num_classes, dtype=out_dtype, device=y.device)
     if ignored is None:
@@ -236,7 +206,7 @@ def sample_permutation(
     if valid is None:
         return perm
     if not isinstance(valid, Tensor) or valid.dtype != torch.bool or tuple(valid.shape) != (n,):
-        raise ValueError(f"valid must be a boolean tensor of shape ({n},)")
+        raise TeacherError(f"valid must be a boolean tensor of shape ({n},)")
     valid = valid.to(perm.device, non_blocking=True)
     # Valid rows in index order (then the others), and valid rows in the random
     # order of perm (then the others); pair the j-th of the first with the j-th
@@ -289,7 +259,7 @@ def sample_beta(alpha: float, generator: torch.Generator) -> float:
         True
     """
     if not (alpha > 0 and math.isfinite(alpha)):
-        raise ValueError(f"alpha must be a positive float, got {alpha!r}")
+        raise TeacherError(f"alpha must be a positive float, got {alpha!r}")
     la = _log_gamma_sample(alpha, generator)
     lb = _log_gamma_sample(alpha, generator)
     return 1.0 / (1.0 + math.exp(min(lb - la, 700.0)))
@@ -316,18 +286,12 @@ def check_actions(actions: Sequence[float], name: str = "actions") -> tuple[floa
     if isinstance(actions, Tensor):
         values = actions.flatten().tolist()
     elif isinstance(actions, (str, bytes, Mapping)) or not isinstance(actions, Iterable):
-        raise TypeError(f"{name} must be a sequence of floats in [0, 1], got {actions!r}")
+        raise TeacherTypeError(f"{name} must be a sequence of floats in [0, 1], got {actions!r}")
     else:
         values = list(actions)
     if not values:
-        raise ValueError(f"{name} must hold at least one mixing coefficient in [0, 1], got []")
-    out: list[float] = []
-    for a in values:
-        if isinstance(a, bool) or not isinstance(a, numbers.Real):
-            raise TypeError(f"{name} must hold floats in [0, 1], got {a!r}")
-        if not (0.0 <= float(a) <= 1.0):  # also rejects NaN
-            raise ValueError(f"{name} must hold mixing coefficients in [0, 1], got {a!r}")
-        out.append(float(a))
+        raise TeacherError(f"{name} must hold at least one mixing coefficient in [0, 1], got []")
+    out = [check_float(a, f"each of {name}", 0.0, 1.0) for a in values]
     if len(set(out)) != len(out):
-        raise ValueError(f"{name} must not repeat a coefficient, got {out}")
+        raise TeacherError(f"{name} must not repeat a coefficient, got {out}")
     return tuple(out)

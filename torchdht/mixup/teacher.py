@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
@@ -28,8 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .._checks import check_ignore_index, check_positive
-from ..errors import TeacherError
+from .._checks import (
+    check_float,
+    check_ignore_index,
+    check_int,
+    check_positive,
+    check_seed,
+)
+from ..errors import TeacherError, TeacherTypeError
 from ..performative.teacher import suspend_teachers
 from .functional import (
     check_actions,
@@ -48,39 +53,14 @@ _DEFAULT_LR = {"reinforce": 5e-3, "unroll": 3e-4}
 _N_FEATURES = 3
 
 
-def _is_real(value: Any) -> bool:
-    """A real number of any type (Python, NumPy); not a bool, not a tensor."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    """An integer of any type (Python, NumPy); not a bool, not a tensor."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_unit(value: Any, name: str, low_open: bool, high_open: bool) -> float:
-    if not _is_real(value):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    v = float(value)
-    lo_ok = v > 0.0 if low_open else v >= 0.0
-    hi_ok = v < 1.0 if high_open else v <= 1.0
-    if not (lo_ok and hi_ok):
-        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-        raise ValueError(f"{name} must lie in {lo}0, 1{hi}, got {value!r}")
-    return v
-
-
 def _as_float(value: Any, name: str) -> float:
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+            raise TeacherError(
+                f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}"
+            )
         value = value.detach().item()
-    if not _is_real(value):
-        raise TypeError(f"{name} must be a float or a 0-d tensor, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v!r}")
-    return v
+    return check_float(value, name)
 
 
 class _PolicyNet(nn.Module):
@@ -209,13 +189,13 @@ class MixupTeacher(nn.Module):
         super().__init__()
         self.num_classes = check_positive(num_classes, "num_classes", integer=True)
         if policy not in _POLICIES:
-            raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
+            raise TeacherError(f"policy must be one of {_POLICIES}, got {policy!r}")
         self.policy = policy
         self.actions = check_actions(actions)
         self.alpha = check_positive(alpha, "alpha")
         if policy in ("reinforce", "unroll"):
             if total_steps is None:
-                raise ValueError(
+                raise TeacherError(
                     f"total_steps is required for policy {policy!r}: the number of training "
                     f"steps of the run, for the progress feature (e.g. epochs * len(loader))"
                 )
@@ -223,33 +203,25 @@ class MixupTeacher(nn.Module):
             total_steps = check_positive(total_steps, "total_steps", integer=True)
         self.total_steps = total_steps
         if reward_metric not in _REWARD_METRICS:
-            raise ValueError(f"reward_metric must be one of {_REWARD_METRICS}, got "
-                             f"{reward_metric!r}")
+            raise TeacherError(f"reward_metric must be one of {_REWARD_METRICS}, got "
+                               f"{reward_metric!r}")
         self.reward_metric = reward_metric
         self.hidden = check_positive(hidden, "hidden", integer=True)
-        self.dropout = _check_unit(dropout, "dropout", low_open=False, high_open=True)
-        if not _is_real(entropy_coef):
-            raise TypeError(f"entropy_coef must be a non-negative float, got "
-                            f"{type(entropy_coef).__name__}")
-        if not (entropy_coef >= 0 and math.isfinite(entropy_coef)):
-            raise ValueError(f"entropy_coef must be a finite non-negative float, got "
-                             f"{entropy_coef!r}")
-        self.entropy_coef = float(entropy_coef)
-        self.baseline_momentum = _check_unit(baseline_momentum, "baseline_momentum", False, True)
-        self.loss_momentum = _check_unit(loss_momentum, "loss_momentum", False, True)
-        if not _is_int(unroll_order):
-            raise TypeError(f"unroll_order must be the int 1 or 2, got "
-                            f"{type(unroll_order).__name__}")
-        if unroll_order not in (1, 2):
-            raise ValueError(f"unroll_order must be 1 or 2, got {unroll_order!r}")
-        self.unroll_order = int(unroll_order)
+        self.dropout = check_float(dropout, "dropout", 0.0, 1.0, high_open=True)
+        self.entropy_coef = check_float(entropy_coef, "entropy_coef", 0.0)
+        self.baseline_momentum = check_float(
+            baseline_momentum, "baseline_momentum", 0.0, 1.0, high_open=True
+        )
+        self.loss_momentum = check_float(loss_momentum, "loss_momentum", 0.0, 1.0, high_open=True)
+        self.unroll_order = check_int(unroll_order, "unroll_order", 1, 2)
         self.learner_lr = (None if learner_lr is None
                            else check_positive(learner_lr, "learner_lr"))
         self.fd_eps = check_positive(fd_eps, "fd_eps")
-        self.init_lambda = _check_unit(init_lambda, "init_lambda", low_open=True, high_open=True)
-        if seed is not None and not _is_int(seed):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-        self.seed = int(seed) if seed is not None else int(torch.Generator().seed())
+        self.init_lambda = check_float(
+            init_lambda, "init_lambda", 0.0, 1.0, low_open=True, high_open=True
+        )
+        seed = check_seed(seed)
+        self.seed = seed if seed is not None else int(torch.Generator().seed())
         self.validate = bool(validate)
         self.ignore_index = check_ignore_index(ignore_index)
         self._gen = torch.Generator().manual_seed(self.seed)
@@ -323,12 +295,12 @@ class MixupTeacher(nn.Module):
             of ``y``.
         """
         if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+            raise TeacherTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor (mixup interpolates), got "
-                            f"{x.dtype}; convert images to float first")
+            raise TeacherTypeError(f"x must be a floating-point tensor (mixup interpolates), got "
+                                   f"{x.dtype}; convert images to float first")
         if x.dim() == 0:
-            raise ValueError("x must have a batch dimension, got a 0-d tensor")
+            raise TeacherError("x must have a batch dimension, got a 0-d tensor")
         if isinstance(y, Tensor):
             y = y.to(x.device)
         y_soft = to_soft_targets(y, self.num_classes, batch_size=x.shape[0], dtype=x.dtype,
@@ -362,7 +334,7 @@ class MixupTeacher(nn.Module):
                 the first one. :meth:`reward` also takes it.
         """
         if train_loss is None and val_loss is None:
-            raise ValueError("observe needs train_loss= and/or val_loss=")
+            raise TeacherError("observe needs train_loss= and/or val_loss=")
         if train_loss is not None:
             v = _as_float(train_loss, "train_loss")
             if self._train_first is None:
@@ -417,11 +389,11 @@ class MixupTeacher(nn.Module):
             )
         metric = val_acc if self.reward_metric == "val_acc" else val_loss
         if metric is None:
-            raise ValueError(f"reward_metric is {self.reward_metric!r}: pass "
-                             f"{self.reward_metric}= to reward()")
+            raise TeacherError(f"reward_metric is {self.reward_metric!r}: pass "
+                               f"{self.reward_metric}= to reward()")
         acc = None if val_acc is None else _as_float(val_acc, "val_acc")
         if acc is not None and not 0.0 <= acc <= 1.0:
-            raise ValueError(f"val_acc must be a fraction in [0, 1], got {acc!r}")
+            raise TeacherError(f"val_acc must be a fraction in [0, 1], got {acc!r}")
         loss = None if val_loss is None else _as_float(val_loss, "val_loss")
         if loss is not None:
             self._observe_val(loss)
@@ -604,20 +576,20 @@ class MixupTeacher(nn.Module):
                                f"policy is {self.policy!r}")
         xi = lr if lr is not None else self.learner_lr
         if xi is None:
-            raise ValueError("hypergradient_step needs the learner's lr: pass lr= (or "
-                             "learner_lr= to the constructor)")
+            raise TeacherError("hypergradient_step needs the learner's lr: pass lr= (or "
+                               "learner_lr= to the constructor)")
         xi = check_positive(xi, "lr")
         if self._pending is None:
             raise TeacherError("hypergradient_step() before any training batch: call "
                                "x, y = mixup(x, y) with the teacher in training mode first")
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+            raise TeacherTypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if not (isinstance(val_batch, (tuple, list)) and len(val_batch) == 2):
-            raise TypeError("val_batch must be a pair (x_val, y_val)")
+            raise TeacherTypeError("val_batch must be a pair (x_val, y_val)")
         x, y_soft, perm, state, keep = self._pending
         xv, yv = val_batch
         if not isinstance(xv, Tensor) or not xv.is_floating_point():
-            raise TypeError("val_batch[0] must be a floating-point tensor of inputs")
+            raise TeacherTypeError("val_batch[0] must be a floating-point tensor of inputs")
         yv_soft = to_soft_targets(yv.to(xv.device) if isinstance(yv, Tensor) else yv,
                                   self.num_classes, batch_size=xv.shape[0], dtype=xv.dtype,
                                   validate=self.validate, ignore_index=self.ignore_index)
@@ -690,12 +662,12 @@ class MixupTeacher(nn.Module):
     def set_extra_state(self, state: Any) -> None:
         """Restore what :meth:`get_extra_state` returned (called by ``load_state_dict``)."""
         if not isinstance(state, Mapping):
-            raise TypeError(f"the teacher's extra state must be a dict, got "
-                            f"{type(state).__name__}")
+            raise TeacherTypeError(f"the teacher's extra state must be a dict, got "
+                                   f"{type(state).__name__}")
         if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"unsupported MixupTeacher state version {state.get('version')!r}")
+            raise TeacherError(f"unsupported MixupTeacher state version {state.get('version')!r}")
         if state["policy"] != self.policy or tuple(state["actions"]) != self.actions:
-            raise ValueError(
+            raise TeacherError(
                 f"state was saved by a teacher with policy {state['policy']!r} and actions "
                 f"{tuple(state['actions'])}; this one has policy {self.policy!r} and actions "
                 f"{self.actions}"
@@ -718,7 +690,7 @@ class MixupTeacher(nn.Module):
         self._gen.set_state(state["rng"].clone())
         if self.optimizer is not None:
             if state["optimizer"] is None:
-                raise ValueError("state has no policy optimizer state")
+                raise TeacherError("state has no policy optimizer state")
             self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self._pending = None
 

@@ -25,17 +25,25 @@ import math
 import random
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import IterableDataset, Sampler, TensorDataset, default_collate
 
-from .._checks import LearnerRate, check_ignore_index, check_int, check_positive
-from ..errors import HeadTypeError, TargetsError
+from .._checks import (
+    LearnerRate,
+    check_head,
+    check_ignore_index,
+    check_int,
+    check_positive,
+    check_targets,
+)
+from ..errors import TeacherError, TeacherTypeError
 from ..functional.lookahead import linear_lookahead
 from ..functional.objective import linear_ce_objective
+from ..typing import LearningRate
 
 __all__ = ["TeachingSampler"]
 
@@ -49,9 +57,6 @@ _CONFIG_KEYS = (
     "drop_last",
     "steps_per_epoch",
 )
-
-Eta = Union[float, Callable[[], float]]
-
 
 @contextlib.contextmanager
 def _global_rngs_kept(device: torch.device) -> Iterator[None]:
@@ -261,7 +266,7 @@ class TeachingSampler(Sampler[list[int]]):
         pool_factor: int = 4,
         score: str = "greedy",
         optimizer: torch.optim.Optimizer | None = None,
-        lr: Eta | None = None,
+        lr: LearningRate | None = None,
         lookahead_steps: int = 5,
         lookahead_lr: float | None = None,
         objective_eta: str = "batch",
@@ -278,22 +283,22 @@ class TeachingSampler(Sampler[list[int]]):
         super().__init__()
         # ---- the dataset
         if isinstance(dataset, IterableDataset):
-            raise TypeError(
+            raise TeacherTypeError(
                 f"dataset must be a map-style dataset with __len__ and __getitem__, got the "
                 f"IterableDataset {_qualname(dataset)}, which cannot be sampled by index"
             )
         try:
             n = len(dataset)
         except TypeError:
-            raise TypeError(
+            raise TeacherTypeError(
                 f"dataset must be a map-style dataset with __len__ and __getitem__, got "
                 f"{_qualname(dataset)} without __len__ (an IterableDataset cannot be "
                 f"sampled by index)"
             ) from None
         if not hasattr(dataset, "__getitem__"):
-            raise TypeError(f"dataset must support indexing, got {_qualname(dataset)}")
+            raise TeacherTypeError(f"dataset must support indexing, got {_qualname(dataset)}")
         if n < 1:
-            raise ValueError("dataset is empty")
+            raise TeacherError("dataset is empty")
         self.dataset = dataset
         # ---- sizes
         batch_size = check_int(batch_size, "batch_size", 1)
@@ -301,10 +306,12 @@ class TeachingSampler(Sampler[list[int]]):
         pool_factor = check_int(pool_factor, "pool_factor", 1)
         self.pool_factor = pool_factor
         if score not in _SCORES:
-            raise ValueError(f"score must be one of {_SCORES}, got {score!r}")
+            raise TeacherError(f"score must be one of {_SCORES}, got {score!r}")
         self.score = score
         if batch_size > n:
-            raise ValueError(f"batch_size ({batch_size}) is larger than the dataset ({n} examples)")
+            raise TeacherError(
+                f"batch_size ({batch_size}) is larger than the dataset ({n} examples)"
+            )
         # ---- replicas
         if num_replicas is None:
             num_replicas = _dist_default("world") or 1
@@ -314,7 +321,7 @@ class TeachingSampler(Sampler[list[int]]):
             rank = _dist_default("rank")
             if rank is None:
                 if num_replicas != 1:
-                    raise ValueError(
+                    raise TeacherError(
                         f"rank must be given with num_replicas={num_replicas} when "
                         f"torch.distributed is not initialised"
                     )
@@ -322,7 +329,7 @@ class TeachingSampler(Sampler[list[int]]):
         rank = check_int(rank, "rank", 0)
         self.rank = rank
         if rank >= num_replicas:
-            raise ValueError(
+            raise TeacherError(
                 f"rank must lie in [0, num_replicas - 1] = [0, {num_replicas - 1}], got {rank}"
             )
         self.drop_last = bool(drop_last)
@@ -335,7 +342,7 @@ class TeachingSampler(Sampler[list[int]]):
         self.pools_per_pass = self.num_samples // self.pool_size
         if self.pools_per_pass == 0:
             what = "batch_size" if score == "random" else "pool_factor * batch_size"
-            raise ValueError(
+            raise TeacherError(
                 f"{what} = {self.pool_size} exceeds the {self.num_samples} examples per "
                 f"replica ({n} examples, num_replicas={num_replicas}); lower "
                 f"{'batch_size' if score == 'random' else 'pool_factor or batch_size'}"
@@ -348,7 +355,7 @@ class TeachingSampler(Sampler[list[int]]):
         self.ignore_index = check_ignore_index(ignore_index)
         self.collate_fn = default_collate if collate_fn is None else collate_fn
         if not callable(self.collate_fn):
-            raise TypeError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
+            raise TeacherTypeError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
         self.score_batch_size = check_int(score_batch_size, "score_batch_size", 1)
         # ---- model, head and the teacher's hyperparameters
         self.model = model
@@ -362,7 +369,7 @@ class TeachingSampler(Sampler[list[int]]):
             None if lookahead_lr is None else check_positive(lookahead_lr, "lookahead_lr")
         )
         if objective_eta not in ("batch", "sample"):
-            raise ValueError(f"objective_eta must be 'batch' or 'sample', got {objective_eta!r}")
+            raise TeacherError(f"objective_eta must be 'batch' or 'sample', got {objective_eta!r}")
         self.objective_eta = objective_eta
         self.w_star: tuple[Tensor, Tensor | None] | None = None
         self._rate: LearnerRate | None = None
@@ -382,19 +389,14 @@ class TeachingSampler(Sampler[list[int]]):
     # ------------------------------------------------------------ validation
     def _check_model_and_head(self, model: nn.Module | None, head: nn.Module | None) -> None:
         if head is None or model is None:
-            raise ValueError(
+            raise TeacherError(
                 f"score={self.score!r} needs model= (the network) and head= (its final nn.Linear)"
             )
-        if not isinstance(head, nn.Linear):
-            raise HeadTypeError(
-                f"head must be an nn.Linear (the network's final linear layer), got "
-                f"{_qualname(head)}. Pass the last nn.Linear, e.g. model.fc, model.head or, for "
-                f"timm models, model.get_classifier()."
-            )
+        check_head(head)
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {_qualname(model)}")
+            raise TeacherTypeError(f"model must be an nn.Module, got {_qualname(model)}")
         if not any(m is head for m in _unwrap(model).modules()):
-            raise ValueError(
+            raise TeacherError(
                 "head is not a submodule of model; pass head= the final nn.Linear of model "
                 "(e.g. model.fc), so that its input features can be read"
             )
@@ -402,7 +404,7 @@ class TeachingSampler(Sampler[list[int]]):
     def _check_eta_source(self, optimizer: Any, lr: Any, required: bool) -> None:
         if optimizer is None and lr is None:
             if required:
-                raise ValueError(
+                raise TeacherError(
                     "score='greedy' needs the learner's learning rate eta: pass optimizer= "
                     "(the optimizer training head.weight; eta is read from it each step) "
                     "or lr="
@@ -417,22 +419,24 @@ class TeachingSampler(Sampler[list[int]]):
         if isinstance(w_star, Tensor):
             w_star = (w_star, None)
         if not isinstance(w_star, (tuple, list)) or len(w_star) != 2:
-            raise TypeError("w_star must be a pair (W*, b*) of tensors (b* None without bias)")
+            raise TeacherTypeError(
+                "w_star must be a pair (W*, b*) of tensors (b* None without bias)"
+            )
         weight, bias = w_star
         if not isinstance(weight, Tensor) or tuple(weight.shape) != tuple(head.weight.shape):
             got = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-            raise ValueError(
+            raise TeacherError(
                 f"w_star's W* must be a tensor of the head's weight shape "
                 f"{tuple(head.weight.shape)}, got {got}"
             )
         if (bias is None) != (head.bias is None):
-            raise ValueError(
+            raise TeacherError(
                 "w_star's b* must be a tensor when the head has a bias and None when it has not"
             )
         if bias is not None:
             if not isinstance(bias, Tensor) or tuple(bias.shape) != (head.out_features,):
                 got = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
-                raise ValueError(
+                raise TeacherError(
                     f"w_star's b* must be a tensor of shape ({head.out_features},), got {got}"
                 )
             bias = bias.detach()
@@ -535,24 +539,24 @@ class TeachingSampler(Sampler[list[int]]):
                 ``drop_last`` and ``steps_per_epoch``.
         """
         if not isinstance(state, dict):
-            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+            raise TeacherTypeError(f"state must be a dict, got {type(state).__name__}")
         missing = {"version", "epoch", "step", "seed", "config"} - set(state)
         if missing:
-            raise ValueError(f"state is missing keys {sorted(missing)}")
+            raise TeacherError(f"state is missing keys {sorted(missing)}")
         if state["version"] != _STATE_VERSION:
-            raise ValueError(f"unsupported state version {state['version']!r}")
+            raise TeacherError(f"unsupported state version {state['version']!r}")
         mine = self._config()
         theirs = state["config"]
         diff = [k for k in _CONFIG_KEYS if theirs.get(k) != mine[k]]
         if diff:
             detail = ", ".join(f"{k}: saved {theirs.get(k)!r}, here {mine[k]!r}" for k in diff)
-            raise ValueError(
+            raise TeacherError(
                 f"state was saved by a sampler with another configuration ({detail}); "
                 f"the continuation would not be the same"
             )
         step = check_int(state["step"], "state['step']", 0)
         if step > len(self):
-            raise ValueError(f"state['step'] = {step} exceeds the {len(self)} steps per epoch")
+            raise TeacherError(f"state['step'] = {step} exceeds the {len(self)} steps per epoch")
         self.epoch = check_int(state["epoch"], "state['epoch']", 0)
         self.seed = int(state["seed"])
         self._step = step
@@ -603,42 +607,15 @@ class TeachingSampler(Sampler[list[int]]):
 
     def _split(self, batch: Any) -> tuple[Any, Tensor]:
         if not isinstance(batch, Sequence) or isinstance(batch, (str, bytes)) or len(batch) != 2:
-            raise TypeError(
+            raise TeacherTypeError(
                 f"the collated candidates must be a pair (input, target), got "
                 f"{type(batch).__name__}; make dataset items (x, y) pairs or pass a collate_fn "
                 f"that returns one"
             )
         x, y = batch[0], batch[1]
         if not isinstance(y, Tensor):
-            raise TypeError(f"targets must collate into a tensor, got {type(y).__name__}")
+            raise TeacherTypeError(f"targets must collate into a tensor, got {type(y).__name__}")
         return x, y
-
-    def _check_targets(self, y: Tensor, n: int, num_classes: int) -> Tensor:
-        if y.is_floating_point():
-            if tuple(y.shape) != (n, num_classes):
-                raise TargetsError(
-                    f"soft targets must have shape ({n}, {num_classes}) for {n} candidates and "
-                    f"a head with {num_classes} outputs, got {tuple(y.shape)}"
-                )
-            return y
-        if y.dtype == torch.bool or y.is_complex():
-            raise TypeError(f"targets must hold class indices or probabilities, got {y.dtype}")
-        if tuple(y.shape) != (n,):
-            raise TargetsError(
-                f"class-index targets must have shape ({n},) for {n} candidates, got "
-                f"{tuple(y.shape)}"
-            )
-        # Widen first: a uint8 156 would compare equal to -100 otherwise.
-        y = y.long()
-        bad = ((y < 0) | (y >= num_classes)) & (y != self.ignore_index)
-        if bool(bad.any()):
-            wrong = y[bad]
-            raise TargetsError(
-                f"class indices must lie in [0, {num_classes - 1}] (or equal ignore_index="
-                f"{self.ignore_index}) for a head with {num_classes} outputs, got values in "
-                f"[{int(wrong.min())}, {int(wrong.max())}]"
-            )
-        return y
 
     def _load(self, indices: list[int]) -> Any:
         if isinstance(self.dataset, TensorDataset) and self.collate_fn is default_collate:
@@ -661,7 +638,7 @@ class TeachingSampler(Sampler[list[int]]):
             captured.append(z)
             # Check before the head runs, or a mismatch surfaces as a bare matmul error.
             if isinstance(z, Tensor) and z.dim() >= 1 and z.shape[-1] != head.in_features:
-                raise ValueError(
+                raise TeacherError(
                     f"the features reaching the head have {z.shape[-1]} columns, but head has "
                     f"in_features={head.in_features}; pass the model whose final layer is head"
                 )
@@ -677,7 +654,10 @@ class TeachingSampler(Sampler[list[int]]):
                 for lo in range(0, len(indices), self.score_batch_size):
                     chunk = indices[lo : lo + self.score_batch_size]
                     x, y = self._split(self._load(chunk))
-                    y = self._check_targets(y, len(chunk), head.out_features)
+                    y = check_targets(
+                        y, head.out_features, rows=len(chunk),
+                        ignore_index=self.ignore_index, name="targets",
+                    )
                     captured.clear()
                     model(_to_device(x, device))
                     feats.append(self._check_features(captured, len(chunk)))
@@ -698,18 +678,18 @@ class TeachingSampler(Sampler[list[int]]):
                 if not captured
                 else ""
             )
-            raise ValueError(
+            raise TeacherError(
                 f"head was called {len(captured)} times in one forward of model; the sampler "
                 f"needs exactly one call per forward{hint}"
             )
         z = captured[0]
         if not isinstance(z, Tensor) or not z.is_floating_point():
-            raise TypeError(
+            raise TeacherTypeError(
                 f"the head's input must be a floating-point tensor, got "
                 f"{getattr(z, 'dtype', type(z).__name__)}"
             )
         if tuple(z.shape) != (n, head.in_features):
-            raise ValueError(
+            raise TeacherError(
                 f"the features reaching the head have shape {tuple(z.shape)}, but the sampler "
                 f"needs one row per candidate: ({n}, {head.in_features}) for {n} candidates "
                 f"and a head with in_features={head.in_features}"
