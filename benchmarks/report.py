@@ -26,9 +26,10 @@ def main(path: str) -> None:
     print()
     policies = ["off", "none", "random", "greedy", "greedy-released", "greedy-compiled"]
     timed = ["greedy", "greedy-compiled"]
-    if any("greedy-cudagraphs" in row for row in table.values()):  # GPU runs only
-        policies.append("greedy-cudagraphs")
-        timed.append("greedy-cudagraphs")
+    for extra in ("greedy-cudagraphs", "greedy-linesearch", "greedy-linesearch-compiled"):
+        if any(extra in row for row in table.values()):  # only where they ran
+            policies.append(extra)
+            timed.append(extra)
     head = " | ".join(f"{p} ms" for p in policies)
     print(f"| case | {head} | " + " | ".join(f"{p} overhead" for p in timed) + " |")
     print("|---" * (len(policies) + 1 + len(timed)) + "|")

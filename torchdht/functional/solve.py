@@ -97,13 +97,17 @@ def solve_cap(
         fallback = _fallback_tangent(center)
         cos_a, sin_a = math.cos(alpha), math.sin(alpha)
         rim_center = cos_a * center
+        # Candidates lie within alpha + lr of the centre (steps only shrink): only beyond
+        # about a radian can one come near the antipode, where the rim direction needs a
+        # second orthogonalisation.
+        far = alpha + float(lr) >= 1.0
     for _ in range(steps):
         # Riemannian step: the tangent part of the gradient (radius only scales it), then
         # along the geodesic from u by each row's angular step.
         tangent = g - (g * u).sum(-1, keepdim=True) * u
         cand = normalize(torch.cos(step) * u - torch.sin(step) * normalize(tangent))
         if cap:
-            cand = _into_cap(cand, center, rim_center, cos_a, sin_a, fallback)
+            cand = _into_cap(cand, center, rim_center, cos_a, sin_a, fallback, far)
         f_new, g_new = objective_and_grad(radius * cand)
         accept = f_new < f
         keep = accept.unsqueeze(-1)
@@ -118,7 +122,13 @@ def solve_cap(
 
 
 def _into_cap(
-    v: Tensor, center: Tensor, rim_center: Tensor, cos_a: float, sin_a: float, fallback: Tensor
+    v: Tensor,
+    center: Tensor,
+    rim_center: Tensor,
+    cos_a: float,
+    sin_a: float,
+    fallback: Tensor,
+    far: bool = True,
 ) -> Tensor:
     """Geodesic projection of unit rows ``v`` into the caps (``alpha < pi``), in few kernels.
 
@@ -137,7 +147,9 @@ def _into_cap(
     # in [0, pi] (both sides are sin(alpha - theta) scaled by the positive |v|).
     inside = tang_norm * cos_a <= cos_t * sin_a
     direction = torch.where(tang_norm > 1e-30, tang / tang_norm.clamp_min(1e-30), fallback)
-    # For ``v`` near the antipode ``tang`` is a small difference of large numbers: orthogonalise
-    # once more, so the rim point's angle is alpha to rounding and not to ~ulp / |tang|.
-    direction = normalize(direction - (direction * center).sum(-1, keepdim=True) * center)
+    if far:
+        # For ``v`` near the antipode ``tang`` is a small difference of large numbers:
+        # orthogonalise once more, so the rim point's angle is alpha to rounding and not to
+        # ~ulp / |tang| (``far=False`` when no candidate can come near the antipode).
+        direction = normalize(direction - (direction * center).sum(-1, keepdim=True) * center)
     return torch.where(inside, v, rim_center + sin_a * direction)
