@@ -29,7 +29,13 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.utils.hooks import RemovableHandle
 
-from .._checks import LearnerRate, check_positive, check_seed
+from .._checks import (
+    LearnerRate,
+    check_head,
+    check_ignore_index,
+    check_positive,
+    check_seed,
+)
 from ..errors import (
     HeadTypeError,
     MissingTargetsError,
@@ -366,9 +372,7 @@ class PerformativeTeacher:
         self.policy = policy
         self.lookahead_encoder_grad = bool(lookahead_encoder_grad)
         self.grad_scaler = grad_scaler
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-            raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         seed = check_seed(seed)
         self.seed = seed if seed is not None else int(torch.Generator().seed())
         self.validate = bool(validate)
@@ -993,12 +997,7 @@ def _check_head(head: Any) -> nn.Linear:
             f"PerformativeTeacher(heads[1], optimizer=opt), and arm both each step "
             f"(t0.set_targets(y); t1.set_targets(y))"
         )
-    if not isinstance(head, nn.Linear):
-        raise HeadTypeError(
-            f"head must be an nn.Linear (the network's final linear layer), got "
-            f"{type(head).__module__}.{type(head).__qualname__}. Pass the last nn.Linear, "
-            f"e.g. model.fc, model.head or, for timm models, model.get_classifier()."
-        )
+    head = check_head(head)
     if head.in_features < 2:
         raise HeadTypeError(
             f"head must take at least 2 input features (a 1-wide feature has no sphere to move "
