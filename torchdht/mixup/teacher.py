@@ -3,87 +3,84 @@
 Mixup-based black-box teaching (section 4.1 and appendix B of the DHT paper)
 as a drop-in for the usual call site ``x, y = mixup(x, y)``. The batch is
 paired with a random permutation of itself and mixed with one coefficient
-``lam`` per batch; where ``lam`` comes from is the policy:
+``lam`` per batch; where ``lam`` comes from is the policy, an object of
+:mod:`torchdht.mixup.policies` or its name as a shorthand:
 
-* ``"reinforce"``: a small MLP over the learner's state, a categorical
-  distribution over a discrete action set, REINFORCE with a moving-average
-  baseline and an entropy bonus, one update per episode (each
-  :meth:`MixupTeacher.reward` call ends one).
-* ``"unroll"``: a small network ``h_theta(state)`` in ``(0, 1)``, trained by
+* ``"reinforce"`` (:class:`~torchdht.mixup.ReinforcePolicy`): a small MLP over
+  the learner's state, a categorical distribution over a discrete action set,
+  REINFORCE with a moving-average baseline and an entropy bonus, one update
+  per episode (each :meth:`MixupTeacher.reward` call ends one).
+* ``"unroll"`` (:class:`~torchdht.mixup.UnrollPolicy`): a small network
+  ``h_theta(state)`` in ``(0, 1)``, trained by
   :meth:`MixupTeacher.hypergradient_step` through one virtual learner step.
-* ``"beta"``: ``lam ~ Beta(alpha, alpha)``, the usual mixup (cMixup).
-* ``"discrete"``: ``lam`` uniform on the action set (dMixup).
+* ``"beta"`` (:class:`~torchdht.mixup.BetaPolicy`): ``lam ~ Beta(alpha,
+  alpha)``, the usual mixup (cMixup).
+* ``"discrete"`` (:class:`~torchdht.mixup.DiscretePolicy`): ``lam`` uniform on
+  the action set (dMixup).
+
+The teacher keeps the mixing, the permutation, its generator and the
+learner's state features; the policy keeps its hyperparameters, its network,
+optimizer and reward baseline, and chooses ``lam``.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from .._checks import (
     check_float,
     check_ignore_index,
-    check_int,
     check_positive,
     check_seed,
 )
 from ..errors import TeacherError, TeacherTypeError
-from ..performative.teacher import suspend_teachers
 from .functional import (
-    check_actions,
     mix_batch,
-    sample_beta,
     sample_permutation,
     to_soft_targets,
 )
+from .policies import (
+    POLICY_NAMES,
+    MixupPolicy,
+    _as_float,
+    policy_from_name,
+)
+from .policies import _unroll_hypergradient as _unroll_hypergradient  # noqa: F401
 
 __all__ = ["MixupTeacher"]
 
-_POLICIES = ("reinforce", "unroll", "beta", "discrete")
-_REWARD_METRICS = ("val_acc", "val_loss")
 _STATE_VERSION = 1
-_DEFAULT_LR = {"reinforce": 5e-3, "unroll": 3e-4}
-_N_FEATURES = 3
+# The keyword arguments of the string shorthand that belong to the policy, with their
+# defaults (an object policy takes them itself).
+_POLICY_KWARGS: dict[str, Any] = {
+    "actions": (0.0, 0.5, 1.0), "alpha": 1.0, "reward_metric": "val_acc", "lr": None,
+    "hidden": 128, "dropout": 0.6, "entropy_coef": 0.01, "baseline_momentum": 0.9,
+    "unroll_order": 2, "learner_lr": None, "fd_eps": 0.01, "init_lambda": 0.5,
+}
 
 
-def _as_float(value: Any, name: str) -> float:
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise TeacherError(
-                f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}"
-            )
-        value = value.detach().item()
-    return check_float(value, name)
+def _delegate(name: str, settable: bool = False) -> property:
+    """A teacher attribute read from (and written to) its policy object.
 
-
-class _PolicyNet(nn.Module):
-    """``in -> hidden -> out`` with ReLU; dropout by an explicit keep-mask.
-
-    The mask is drawn by the teacher from its own generator, so the global RNG
-    is never used and a REINFORCE update can recompute exactly the
-    log-probabilities of the actions it sampled.
+    A policy that does not own it answers with the checked value the string
+    shorthand was given (``policy.unused``), or None.
     """
 
-    def __init__(self, hidden: int, out: int, dropout: float) -> None:
-        super().__init__()
-        # Uninitialised here (no draw from the global RNG); the teacher fills them.
-        self.fc1 = nn.utils.skip_init(nn.Linear, _N_FEATURES, hidden)
-        self.fc2 = nn.utils.skip_init(nn.Linear, hidden, out)
-        self.dropout = dropout
+    def fget(self: MixupTeacher) -> Any:
+        p = self.policy_object
+        if name in p.unused:
+            return p.unused[name]
+        return getattr(p, name, None)
 
-    def forward(self, s: Tensor, keep: Tensor | None = None) -> Tensor:
-        h = self.fc1(s)
-        if keep is not None and self.dropout > 0:
-            h = h * keep.to(h.dtype) / (1.0 - self.dropout)
-        return self.fc2(F.relu(h))
+    def fset(self: MixupTeacher, value: Any) -> None:
+        setattr(self.policy_object, name, value)
 
+    return property(fget, fset if settable else None,
+                    doc=f"The policy's ``{name}`` (see :attr:`policy_object`).")
 
 class MixupTeacher(nn.Module):
     """Mixup whose coefficient is chosen by a teaching policy (DHT section 4.1).
@@ -108,8 +105,17 @@ class MixupTeacher(nn.Module):
 
     Args:
         num_classes: the number of classes ``C``.
-        policy: ``"reinforce"``, ``"unroll"``, ``"beta"`` or ``"discrete"``
-            (default: "reinforce").
+        policy: a policy object (:class:`~torchdht.mixup.BetaPolicy`,
+            :class:`~torchdht.mixup.DiscretePolicy`,
+            :class:`~torchdht.mixup.ReinforcePolicy`,
+            :class:`~torchdht.mixup.UnrollPolicy`), which takes its own
+            hyperparameters, or the shorthand ``"reinforce"``, ``"unroll"``,
+            ``"beta"`` or ``"discrete"``, which builds one from the keyword
+            arguments below (default: "reinforce"). With an object, the
+            policy's keyword arguments here (``actions`` to ``init_lambda``,
+            not ``total_steps`` or ``loss_momentum``) must be left at their
+            defaults. The attribute :attr:`policy` is the name, and
+            :attr:`policy_object` the object.
         actions: the discrete action set of ``"reinforce"`` and
             ``"discrete"``: distinct mixing coefficients in ``[0, 1]``
             (default: (0.0, 0.5, 1.0), the paper's).
@@ -152,6 +158,12 @@ class MixupTeacher(nn.Module):
             makes that class's rows ignored.
 
     Example:
+        >>> from torchdht.mixup import ReinforcePolicy
+        >>> a = MixupTeacher(3, "reinforce", total_steps=100, lr=1e-3, seed=0)
+        >>> b = MixupTeacher(3, ReinforcePolicy(lr=1e-3), total_steps=100, seed=0)
+        >>> x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+        >>> all(torch.equal(u, v) for u, v in zip(a(x, y), b(x, y)))
+        True
         >>> mixup = MixupTeacher(num_classes=3, policy="reinforce", total_steps=100, seed=0)
         >>> x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
         >>> xm, ym = mixup(x, y)
@@ -162,11 +174,10 @@ class MixupTeacher(nn.Module):
         >>> stats["episode_steps"]
         1
     """
-
     def __init__(
         self,
         num_classes: int,
-        policy: str = "reinforce",
+        policy: str | MixupPolicy = "reinforce",
         *,
         actions: Sequence[float] = (0.0, 0.5, 1.0),
         alpha: float = 1.0,
@@ -188,91 +199,77 @@ class MixupTeacher(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes = check_positive(num_classes, "num_classes", integer=True)
-        if policy not in _POLICIES:
-            raise TeacherError(f"policy must be one of {_POLICIES}, got {policy!r}")
-        self.policy = policy
-        self.actions = check_actions(actions)
-        self.alpha = check_positive(alpha, "alpha")
-        if policy in ("reinforce", "unroll"):
-            if total_steps is None:
+        given = dict(actions=actions, alpha=alpha, reward_metric=reward_metric, lr=lr,
+                     hidden=hidden, dropout=dropout, entropy_coef=entropy_coef,
+                     baseline_momentum=baseline_momentum, unroll_order=unroll_order,
+                     learner_lr=learner_lr, fd_eps=fd_eps, init_lambda=init_lambda)
+        if isinstance(policy, MixupPolicy):
+            changed = [k for k, v in given.items()
+                       if not (type(v) is type(_POLICY_KWARGS[k]) and v == _POLICY_KWARGS[k])]
+            if changed:
                 raise TeacherError(
-                    f"total_steps is required for policy {policy!r}: the number of training "
-                    f"steps of the run, for the progress feature (e.g. epochs * len(loader))"
+                    f"{', '.join(changed)} belong to the policy: pass them to "
+                    f"{type(policy).__name__}(...), not to MixupTeacher, when policy is an object"
                 )
+            pol = policy
+        elif isinstance(policy, str) and policy in POLICY_NAMES:
+            pol = policy_from_name(policy, **given)
+        else:
+            raise TeacherError(f"policy must be one of {POLICY_NAMES} or a MixupPolicy "
+                               f"object, got {policy!r}")
+        self.policy_object = pol
+        #: the policy's name: "reinforce", "unroll", "beta" or "discrete"
+        self.policy = pol.name
+        if pol.needs_total_steps and total_steps is None:
+            raise TeacherError(
+                f"total_steps is required for policy {pol.name!r}: the number of training "
+                f"steps of the run, for the progress feature (e.g. epochs * len(loader))"
+            )
         if total_steps is not None:
             total_steps = check_positive(total_steps, "total_steps", integer=True)
         self.total_steps = total_steps
-        if reward_metric not in _REWARD_METRICS:
-            raise TeacherError(f"reward_metric must be one of {_REWARD_METRICS}, got "
-                               f"{reward_metric!r}")
-        self.reward_metric = reward_metric
-        self.hidden = check_positive(hidden, "hidden", integer=True)
-        self.dropout = check_float(dropout, "dropout", 0.0, 1.0, high_open=True)
-        self.entropy_coef = check_float(entropy_coef, "entropy_coef", 0.0)
-        self.baseline_momentum = check_float(
-            baseline_momentum, "baseline_momentum", 0.0, 1.0, high_open=True
-        )
         self.loss_momentum = check_float(loss_momentum, "loss_momentum", 0.0, 1.0, high_open=True)
-        self.unroll_order = check_int(unroll_order, "unroll_order", 1, 2)
-        self.learner_lr = (None if learner_lr is None
-                           else check_positive(learner_lr, "learner_lr"))
-        self.fd_eps = check_positive(fd_eps, "fd_eps")
-        self.init_lambda = check_float(
-            init_lambda, "init_lambda", 0.0, 1.0, low_open=True, high_open=True
-        )
         seed = check_seed(seed)
         self.seed = seed if seed is not None else int(torch.Generator().seed())
         self.validate = bool(validate)
         self.ignore_index = check_ignore_index(ignore_index)
         self._gen = torch.Generator().manual_seed(self.seed)
+        # The policy's network (if any) from the teacher's generator, registered here so
+        # that state_dict() and .to() see it (keys "net.*").
+        pol.bind(self._gen)
+        self.net = pol.net
 
-        self.net: _PolicyNet | None = None
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.lr: float | None
-        if policy in ("reinforce", "unroll"):
-            out = len(self.actions) if policy == "reinforce" else 1
-            drop = self.dropout if policy == "reinforce" else 0.0
-            self.net = _PolicyNet(self.hidden, out, drop)
-            self._init_net()
-            self.lr = check_positive(lr, "lr") if lr is not None else _DEFAULT_LR[policy]
-            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
-        else:
-            self.lr = None if lr is None else check_positive(lr, "lr")
-
-        # Running state (saved by state_dict through get_extra_state).
+        # Running state of the learner (saved by state_dict through get_extra_state).
         self.step = 0
         self.episodes = 0
         self._train_first: float | None = None
         self._train_ema: float | None = None
         self._val_first: float | None = None
         self._val_best: float | None = None
-        self._baseline: float | None = None
-        self._reward_var = 0.0
-        self._ep_states: list[list[float]] = []
-        self._ep_actions: list[int] = []
-        self._ep_keeps: list[Tensor] = []
         self.last_lambda: float | None = None
         self.last_action: int | None = None
         self.last_permutation: Tensor | None = None
-        # The last mixed batch, by reference, for hypergradient_step (not saved):
-        # inputs, soft targets, permutation, state and the rows kept unmixed.
-        self._pending: tuple[Tensor, Tensor, Tensor, list[float], Tensor | None] | None = None
 
-    # ------------------------------------------------------------- building
-    def _init_net(self) -> None:
-        """Initialise the policy from the teacher's generator (PyTorch's default scheme
-        for the hidden layer; a zero output layer, so the policy starts uniform over the
-        actions, or at ``init_lambda`` for ``"unroll"``)."""
-        assert self.net is not None
-        with torch.no_grad():
-            bound = 1.0 / math.sqrt(_N_FEATURES)
-            self.net.fc1.weight.uniform_(-bound, bound, generator=self._gen)
-            self.net.fc1.bias.uniform_(-bound, bound, generator=self._gen)
-            self.net.fc2.weight.zero_()
-            self.net.fc2.bias.zero_()
-            if self.policy == "unroll":
-                p = self.init_lambda
-                self.net.fc2.bias.fill_(math.log(p / (1.0 - p)))
+    # The policy's hyperparameters and state, as attributes of the teacher.
+    actions = _delegate("actions")
+    alpha = _delegate("alpha")
+    reward_metric = _delegate("reward_metric")
+    lr = _delegate("lr")
+    hidden = _delegate("hidden")
+    dropout = _delegate("dropout")
+    entropy_coef = _delegate("entropy_coef")
+    baseline_momentum = _delegate("baseline_momentum")
+    unroll_order = _delegate("unroll_order", settable=True)
+    learner_lr = _delegate("learner_lr", settable=True)
+    fd_eps = _delegate("fd_eps")
+    init_lambda = _delegate("init_lambda")
+    optimizer = _delegate("optimizer")
+    _baseline = _delegate("_baseline")
+    _reward_var = _delegate("_reward_var")
+    _ep_states = _delegate("_ep_states")
+    _ep_actions = _delegate("_ep_actions")
+    _ep_keeps = _delegate("_ep_keeps")
+
 
     # ------------------------------------------------------------------ API
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -308,7 +305,7 @@ class MixupTeacher(nn.Module):
         if not self.training:
             return x, y_soft
         state = self.state_features()
-        lam, action = self._choose(state)
+        lam, action = self.policy_object.choose(state, self._gen)
         # Rows to ignore: on the CPU only when there are some; on an accelerator
         # always (finding out would cost a host sync; the result is the same).
         valid = None if y.is_floating_point() else y.long() != self.ignore_index
@@ -317,8 +314,7 @@ class MixupTeacher(nn.Module):
         perm = sample_permutation(x.shape[0], self._gen, x.device, valid=valid)
         keep = None if valid is None else ~valid | (valid.sum() < 2)
         self.last_lambda, self.last_action, self.last_permutation = lam, action, perm
-        if self.policy == "unroll":
-            self._pending = (x, y_soft, perm, state, keep)
+        self.policy_object.after_mix(x, y_soft, perm, state, keep)
         self.step += 1
         return mix_batch(x, y_soft, lam, perm, keep=keep)
 
@@ -399,32 +395,16 @@ class MixupTeacher(nn.Module):
             self._observe_val(loss)
         r = acc if self.reward_metric == "val_acc" else -loss  # type: ignore[operator]
         assert r is not None
-        if self._baseline is None:
-            adv, b = 0.0, r
-            self._baseline = r
-        else:
-            m = self.baseline_momentum
-            b = self._baseline
-            d = r - b
-            self._reward_var = m * self._reward_var + (1.0 - m) * d * d
-            adv = d / max(math.sqrt(self._reward_var), 1e-12)
-            self._baseline = m * b + (1.0 - m) * r
-        steps = len(self._ep_actions)
-        entropy = float("nan")
-        updated = self.policy == "reinforce" and steps > 0 and bool(update)
-        if updated:
-            with torch.inference_mode(False), torch.enable_grad():
-                entropy = self._reinforce_update(adv)
-        self._ep_states, self._ep_actions, self._ep_keeps = [], [], []
+        out = self.policy_object.end_episode(r, update=update)
         self.episodes += 1
         return {
-            "reward": r,
-            "advantage": adv,
-            "baseline": b,
-            "entropy": entropy,
-            "episode_steps": steps,
+            "reward": out["reward"],
+            "advantage": out["advantage"],
+            "baseline": out["baseline"],
+            "entropy": out["entropy"],
+            "episode_steps": out["episode_steps"],
             "episodes": self.episodes,
-            "updated": updated,
+            "updated": out["updated"],
         }
 
     def new_run(self, total_steps: int | None = None) -> None:
@@ -451,8 +431,7 @@ class MixupTeacher(nn.Module):
         self.step = 0
         self._train_first = self._train_ema = None
         self._val_first = self._val_best = None
-        self._ep_states, self._ep_actions, self._ep_keeps = [], [], []
-        self._pending = None
+        self.policy_object.new_run()
 
     def action_probs(self, state: Sequence[float] | None = None) -> list[float]:
         """The policy's action probabilities at ``state`` (default: now), no dropout.
@@ -463,15 +442,8 @@ class MixupTeacher(nn.Module):
             >>> MixupTeacher(2, "discrete").action_probs()
             [0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
         """
-        if self.policy == "discrete":
-            return [1.0 / len(self.actions)] * len(self.actions)
-        if self.policy != "reinforce":
-            raise TeacherError(f"action_probs() needs policy 'reinforce' or 'discrete', "
-                               f"not {self.policy!r}")
-        assert self.net is not None
-        s = self._state_tensor([list(state) if state is not None else self.state_features()])
-        with torch.no_grad():
-            return torch.softmax(self.net(s), -1)[0].tolist()
+        return self.policy_object.action_probs(
+            list(state) if state is not None else self.state_features())
 
     def current_lambda(self, state: Sequence[float] | None = None) -> float:
         """``h_theta(state)`` of the ``"unroll"`` policy (default state: now).
@@ -480,11 +452,8 @@ class MixupTeacher(nn.Module):
             >>> MixupTeacher(2, "unroll", total_steps=10, init_lambda=0.3).current_lambda()
             0.3...
         """
-        if self.policy != "unroll":
-            raise TeacherError(f"current_lambda() needs policy 'unroll', not {self.policy!r}")
-        with torch.no_grad():
-            return float(self._unroll_lambda(list(state) if state is not None
-                                             else self.state_features()))
+        return self.policy_object.current_lambda(
+            list(state) if state is not None else self.state_features())
 
     def state_features(self) -> list[float]:
         """The policy's state now: [progress, train loss ratio, best val loss ratio].
@@ -571,42 +540,7 @@ class MixupTeacher(nn.Module):
             >>> sorted(stats), torch.equal(model.weight, before)
             (['hypergrad', 'lambda', 'val_loss'], True)
         """
-        if self.policy != "unroll":
-            raise TeacherError(f"hypergradient_step() needs policy 'unroll'; this teacher's "
-                               f"policy is {self.policy!r}")
-        xi = lr if lr is not None else self.learner_lr
-        if xi is None:
-            raise TeacherError("hypergradient_step needs the learner's lr: pass lr= (or "
-                               "learner_lr= to the constructor)")
-        xi = check_positive(xi, "lr")
-        if self._pending is None:
-            raise TeacherError("hypergradient_step() before any training batch: call "
-                               "x, y = mixup(x, y) with the teacher in training mode first")
-        if not isinstance(model, nn.Module):
-            raise TeacherTypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if not (isinstance(val_batch, (tuple, list)) and len(val_batch) == 2):
-            raise TeacherTypeError("val_batch must be a pair (x_val, y_val)")
-        x, y_soft, perm, state, keep = self._pending
-        xv, yv = val_batch
-        if not isinstance(xv, Tensor) or not xv.is_floating_point():
-            raise TeacherTypeError("val_batch[0] must be a floating-point tensor of inputs")
-        yv_soft = to_soft_targets(yv.to(xv.device) if isinstance(yv, Tensor) else yv,
-                                  self.num_classes, batch_size=xv.shape[0], dtype=xv.dtype,
-                                  validate=self.validate, ignore_index=self.ignore_index)
-        assert self.net is not None and self.optimizer is not None
-        # The virtual step is not a training step of the learner: a PerformativeTeacher on
-        # the model passes its features through (and needs no targets) meanwhile.
-        with torch.inference_mode(False), torch.enable_grad(), suspend_teachers(model):
-            g_lam, stats = _unroll_hypergradient(
-                model, loss_fn, x, y_soft, perm, xv, yv_soft,
-                lam=self.current_lambda(state),
-                xi=xi, order=self.unroll_order, fd_eps=self.fd_eps, keep=keep,
-            )
-            self.optimizer.zero_grad(set_to_none=True)
-            lam_theta = self._unroll_lambda(state)
-            lam_theta.backward(torch.as_tensor(g_lam, dtype=lam_theta.dtype))
-            self.optimizer.step()
-        return stats
+        return self.policy_object.hypergradient_step(self, model, loss_fn, val_batch, lr)
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -622,15 +556,8 @@ class MixupTeacher(nn.Module):
 
     def extra_repr(self) -> str:
         parts = [f"num_classes={self.num_classes}", f"policy={self.policy!r}"]
-        if self.policy in ("reinforce", "discrete"):
-            parts.append(f"actions={self.actions}")
-        if self.policy == "beta":
-            parts.append(f"alpha={self.alpha}")
-        if self.policy == "unroll":
-            parts.append(f"unroll_order={self.unroll_order}")
-        if self.policy == "reinforce":
-            parts.append(f"reward_metric={self.reward_metric!r}")
-        return ", ".join(parts)
+        more = self.policy_object.extra_repr()
+        return ", ".join(parts + ([more] if more else []))
 
     # ------------------------------------------------------------ state dict
     def get_extra_state(self) -> dict[str, Any]:
@@ -646,17 +573,12 @@ class MixupTeacher(nn.Module):
             "train_ema": self._train_ema,
             "val_first": self._val_first,
             "val_best": self._val_best,
-            "baseline": self._baseline,
-            "reward_var": self._reward_var,
-            "ep_states": copy.deepcopy(self._ep_states),
-            "ep_actions": list(self._ep_actions),
-            "ep_keeps": [k.clone() for k in self._ep_keeps],
             "last_lambda": self.last_lambda,
             "last_action": self.last_action,
             "seed": self.seed,
             "rng": self._gen.get_state(),
-            "optimizer": None if self.optimizer is None
-            else copy.deepcopy(self.optimizer.state_dict()),
+            # baseline, reward_var, ep_states, ep_actions, ep_keeps, optimizer
+            **self.policy_object.state_dict(),
         }
 
     def set_extra_state(self, state: Any) -> None:
@@ -679,20 +601,11 @@ class MixupTeacher(nn.Module):
         self._train_ema = state["train_ema"]
         self._val_first = state["val_first"]
         self._val_best = state["val_best"]
-        self._baseline = state["baseline"]
-        self._reward_var = float(state["reward_var"])
-        self._ep_states = copy.deepcopy(list(state["ep_states"]))
-        self._ep_actions = [int(a) for a in state["ep_actions"]]
-        self._ep_keeps = [k.clone() for k in state["ep_keeps"]]
         self.last_lambda = state["last_lambda"]
         self.last_action = state["last_action"]
         self.seed = int(state["seed"])
         self._gen.set_state(state["rng"].clone())
-        if self.optimizer is not None:
-            if state["optimizer"] is None:
-                raise TeacherError("state has no policy optimizer state")
-            self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        self._pending = None
+        self.policy_object.load_state_dict(state)
 
     # ------------------------------------------------------------ internals
     def _observe_val(self, v: float) -> None:
@@ -702,122 +615,3 @@ class MixupTeacher(nn.Module):
         else:
             assert self._val_best is not None
             self._val_best = min(self._val_best, v)
-
-    def _state_tensor(self, states: list[list[float]]) -> Tensor:
-        assert self.net is not None
-        w = self.net.fc1.weight
-        return torch.tensor(states, dtype=w.dtype, device=w.device)
-
-    def _unroll_lambda(self, state: list[float]) -> Tensor:
-        assert self.net is not None
-        return torch.sigmoid(self.net(self._state_tensor([state]))[0, 0])
-
-    def _choose(self, state: list[float]) -> tuple[float, int | None]:
-        if self.policy == "beta":
-            return sample_beta(self.alpha, self._gen), None
-        if self.policy == "discrete":
-            a = int(torch.randint(len(self.actions), (), generator=self._gen))
-            return self.actions[a], a
-        if self.policy == "unroll":
-            with torch.no_grad():
-                return float(self._unroll_lambda(state)), None
-        assert self.net is not None
-        keep = torch.rand(self.hidden, generator=self._gen) >= self.dropout
-        with torch.no_grad():
-            logits = self.net(self._state_tensor([state]), keep.to(self.net.fc1.weight.device))
-            probs = torch.softmax(logits.double(), -1)[0].cpu()
-        a = int(torch.multinomial(probs, 1, generator=self._gen))
-        self._ep_states.append(list(state))
-        self._ep_actions.append(a)
-        self._ep_keeps.append(keep)
-        return self.actions[a], a
-
-    def _reinforce_update(self, adv: float) -> float:
-        assert self.net is not None and self.optimizer is not None
-        dev = self.net.fc1.weight.device
-        s = self._state_tensor(self._ep_states)
-        keep = torch.stack(self._ep_keeps).to(dev)
-        a = torch.tensor(self._ep_actions, device=dev)
-        logp = torch.log_softmax(self.net(s, keep), -1)
-        chosen = logp.gather(1, a.unsqueeze(1)).squeeze(1)
-        entropy = -(logp.exp() * logp).sum(-1).mean()
-        loss = -adv * chosen.mean() - self.entropy_coef * entropy
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return float(entropy.detach())
-
-
-def _unroll_hypergradient(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    x: Tensor,
-    y_soft: Tensor,
-    perm: Tensor,
-    xv: Tensor,
-    yv_soft: Tensor,
-    *,
-    lam: float,
-    xi: float,
-    order: int,
-    fd_eps: float,
-    keep: Tensor | None = None,
-) -> tuple[float, dict[str, float]]:
-    """d L_val(one virtual step) / d lam, as documented in ``hypergradient_step``.
-
-    ``keep`` marks the rows the training batch left unmixed (see :func:`mix_batch`).
-    """
-    named = dict(model.named_parameters())
-    names = [n for n, p in named.items() if p.requires_grad]
-    fixed = {n: p.detach() for n, p in named.items() if not p.requires_grad}
-    w0 = {n: named[n].detach() for n in names}
-    # Buffers are cloned so BatchNorm's in-place running-stat updates land on copies.
-    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-    devices = [d for d in {x.device, xv.device} if d.type == "cuda"]
-
-    def run(w: dict[str, Tensor], inp: Tensor) -> Tensor:
-        return functional_call(model, ({**fixed, **w}, buffers), (inp,))
-
-    def leaves(w: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {n: t.detach().requires_grad_(True) for n, t in w.items()}
-
-    with torch.random.fork_rng(devices=devices), torch.autocast(x.device.type, enabled=False):
-        cpu_state = torch.get_rng_state()
-        cuda_states = [torch.cuda.get_rng_state(d) for d in devices]
-
-        def reset_rng() -> None:
-            torch.set_rng_state(cpu_state)
-            for d, s in zip(devices, cuda_states):
-                torch.cuda.set_rng_state(s, d)
-
-        def train_loss(w: dict[str, Tensor], lam_t: Tensor | float) -> Tensor:
-            reset_rng()
-            xm, ym = mix_batch(x, y_soft, lam_t, perm, keep=keep)
-            return loss_fn(run(w, xm), ym)
-
-        lam_t = torch.tensor(lam, dtype=x.dtype, device=x.device)
-        if order == 2:
-            w = leaves(w0)
-            lt = train_loss(w, lam_t)
-            g = torch.autograd.grad(lt, list(w.values()), allow_unused=True)
-            w_out = {n: w0[n] - xi * gi if gi is not None else w0[n] for n, gi in zip(names, g)}
-        else:
-            w_out = w0
-        wv = leaves(w_out)
-        lv = loss_fn(run(wv, xv), yv_soft)  # the validation forward draws fresh dropout masks
-        val_value = float(lv.detach())
-        grads_v = torch.autograd.grad(lv, list(wv.values()), allow_unused=True)
-        v = [torch.zeros_like(w0[n]) if vi is None else vi for n, vi in zip(names, grads_v)]
-        v_norm = math.sqrt(sum(float((vi.double() ** 2).sum()) for vi in v))
-        if v_norm == 0.0 or not math.isfinite(v_norm):
-            return 0.0, {"lambda": lam, "hypergrad": 0.0, "val_loss": val_value}
-        e = fd_eps / v_norm
-
-        def dloss_dlam(sign: float) -> Tensor:
-            w = {n: w0[n] + sign * e * vi for n, vi in zip(names, v)}
-            lam_leaf = lam_t.detach().requires_grad_(True)
-            (d,) = torch.autograd.grad(train_loss(w, lam_leaf), lam_leaf)
-            return d
-
-        g_lam = -xi * float(dloss_dlam(1.0) - dloss_dlam(-1.0)) / (2.0 * e)
-    return g_lam, {"lambda": lam, "hypergrad": g_lam, "val_loss": val_value}
