@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import torchdht
+from torchdht.data import default_root
 from torchdht.models import CNN_DEPTHS, build_model
 
 NEEDS = "torchvision, tqdm and matplotlib"
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--method", choices=list(METHODS), default="dht")
     p.add_argument("--arch", choices=list(CNN_DEPTHS), default="cnn15")
     p.add_argument("--dataset", choices=list(STATS), default="cifar100")
-    p.add_argument("--data-root", default=os.environ.get("TORCHDHT_DATA", "../shared/data"))
+    p.add_argument("--data-root", default=str(default_root()))
     p.add_argument("--fake-data", action="store_true", help="FakeData of the same shape")
     p.add_argument("--iters", type=int, default=PAPER_ITERS)
     p.add_argument("--batch-size", type=int, default=128)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import torchdht
+from torchdht.data import default_root
 from torchdht.models import MLP
 
 NEEDS = "torchvision, tqdm and matplotlib"
@@ -54,7 +54,7 @@ MEAN, STD = 0.1307, 0.3081
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--method", choices=list(METHODS), default="dht")
-    p.add_argument("--data-root", default=os.environ.get("TORCHDHT_DATA", "../shared/data"))
+    p.add_argument("--data-root", default=str(default_root()))
     p.add_argument("--download", action="store_true", help="download MNIST into --data-root")
     p.add_argument("--iters", type=int, default=39_000)
     p.add_argument("--batch-size", type=int, default=128)

@@ -10,8 +10,8 @@ The training set is the first ``n_train`` (default 1000) images of digit 3 or
 5 in MNIST's training file, the test set the first ``n_test`` (default 100) of
 its test file; class 0 is the digit 3 and class 1 the digit 5. The images are
 read with ``torchvision.datasets.MNIST(root, train=..., download=False)``; the
-root comes from the ``root`` argument, else the ``TORCHDHT_DATA`` environment
-variable, else ``../shared/data`` relative to the working directory.
+root comes from the ``root`` argument, else :func:`torchdht.data.default_root`
+(``TORCHDHT_DATA``, else ``../shared/data`` beside the repository).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .halfmoon import with_bias
+from .root import default_root
 
 __all__ = [
     "MNIST35",
@@ -49,16 +50,6 @@ class MNIST35(NamedTuple):
     y_test: Tensor
     projection: Tensor
     """``P`` of shape (784, dim): features = pixels @ P."""
-
-
-def default_root() -> Path:
-    """``$TORCHDHT_DATA`` if set, else ``../shared/data`` (relative to the working directory).
-
-    Example:
-        >>> isinstance(default_root(), Path)
-        True
-    """
-    return Path(os.environ.get("TORCHDHT_DATA", os.path.join("..", "shared", "data")))
 
 
 def projection_matrix(

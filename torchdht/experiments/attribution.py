@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data import default_root
 from ..functional.solve import default_solve_lr
 from ..models import build_model
 from ..performative import PerformativeTeacher
@@ -791,7 +792,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=None, help="override the number of seeds")
     p.add_argument("--mnist-iters", type=int, default=None, help="override (default: 39000)")
     p.add_argument("--cifar-iters", type=int, default=None, help="override (default: 2000)")
-    p.add_argument("--data-root", default=os.environ.get(DATA_ENV_VAR, "../shared/data"),
+    p.add_argument("--data-root", default=str(default_root()),
                    help="folder holding MNIST/raw/ and cifar10-jpeg/ (default: "
                    f"${DATA_ENV_VAR} or ../shared/data)")
     p.add_argument("--fake-data", action="store_true",

@@ -153,13 +153,16 @@ class CifarData:
 
 
 def default_data_root() -> Path:
-    """``$TORCHDHT_DATA`` if set, else ``../shared/data`` (relative to the working directory).
+    """The data root of :func:`torchdht.data.default_root` (``$TORCHDHT_DATA``, else
+    ``../shared/data`` beside the repository).
 
     Example:
         >>> isinstance(default_data_root(), Path)
         True
     """
-    return Path(os.environ.get("TORCHDHT_DATA", os.path.join("..", "shared", "data")))
+    from ..data import default_root
+
+    return default_root()
 
 
 def _jpeg_dir(root: Path) -> Path | None:

@@ -233,7 +233,7 @@ def run(
 
     Args:
         root: a folder holding ``MNIST/raw`` (default: None, ``$TORCHDHT_DATA``
-            or ``../shared/data`` relative to the working directory).
+            or ``../shared/data`` beside the repository).
         out: output folder (default: "runs/sampler").
         iterations: SGD steps per MLP run (default: 5000).
         seeds: seeds; each fixes the initial weights (shared by the methods)
@@ -282,13 +282,9 @@ def run(
             train, test = synthetic()
             data_name = "synthetic Gaussian classes (dry run)"
         else:
-            if root is None:
-                root = os.environ.get("TORCHDHT_DATA", os.path.join("..", "shared", "data"))
-            if not (Path(root) / "MNIST" / "raw").is_dir():
-                raise FileNotFoundError(
-                    f"MNIST not found under {root!s}: pass --root PATH (a folder holding "
-                    f"MNIST/raw) or set TORCHDHT_DATA"
-                )
+            from ..data import resolve_root
+
+            root = resolve_root(root, need="MNIST/raw")
             train, test = load_mnist(root)
             data_name = "MNIST (60k train / 10k test)"
         if verbose:
