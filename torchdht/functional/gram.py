@@ -30,6 +30,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from .linesearch import LinearHeadOps
 from .objective import check_linear_args
 
@@ -113,8 +114,7 @@ def gram_lookahead(
         (torch.Size([8, 4]), True)
     """
     check_linear_args(z, targets, weight, bias)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    steps = check_int(steps, "steps", 0)
     n, c = z.shape[0], weight.shape[0]
     if logits is None:
         logits = z @ weight.T if bias is None else torch.addmm(bias, z, weight.T)

@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from .objective import _soft_targets
 from .solve import SolveResult
 from .sphere import _fallback_tangent, chord_to_angle
@@ -138,10 +139,8 @@ def solve_cap_linesearch(
     """
     if z.dim() != 2 or z.shape[-1] < 2:
         raise ValueError(f"z must have shape (N, D) with D >= 2, got {tuple(z.shape)}")
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"grid must be a positive int, got {grid!r}")
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise ValueError(f"refine must be a non-negative int, got {refine!r}")
+    grid = check_int(grid, "grid", 1)
+    refine = check_int(refine, "refine", 0)
     alpha = chord_to_angle(eps)
     c = ops.classes
     y = _soft_targets(targets, c, z.dtype)
