@@ -76,6 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from torchdht.experiments.attribution import _cifar_batch, _mnist, _read_jpeg_split
 from torchdht.functional import solve_cap
 from torchdht.functional.linesearch import dense_head_ops, solve_cap_linesearch
 from torchdht.functional.lookahead import linear_lookahead
@@ -90,9 +91,6 @@ SOURCE_HASHES = {
 }
 
 REPO = Path(__file__).resolve().parent.parent
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 EPS_VALUES = (0.02, 0.1, 0.3)
 LOOKAHEAD_STEPS = 5
 PGD_STEPS = (2, 3, 5, 15)
@@ -129,54 +127,17 @@ RECIPES = {
 
 
 def load_mnist(root: Path) -> tuple[Tensor, Tensor]:
-    """Normalised, flattened MNIST training images (60000, 784) and labels."""
-    from torchvision.datasets import MNIST
-
-    ds = MNIST(str(root), train=True, download=False)
-    x = (ds.data.to(torch.float32).div_(255) - MNIST_MEAN) / MNIST_STD
-    return x.reshape(len(x), -1), ds.targets.to(torch.int64)
+    """Normalised, flattened MNIST training images (60000, 784) and labels (the study's)."""
+    return _mnist(str(root))[:2]
 
 
 def load_cifar10(root: Path, per_class: int) -> tuple[Tensor, Tensor]:
     """The first ``per_class`` training JPEGs of each class as uint8 (N, 3, 32, 32), labels."""
-    import numpy as np
-    from PIL import Image
-    from torchvision.datasets import ImageFolder
-
-    samples = ImageFolder(str(root / "cifar10-jpeg" / "train")).samples
-    seen: dict[int, int] = {}
-    kept = []
-    for path, label in samples:
-        if seen.get(label, 0) < per_class:
-            kept.append((path, label))
-            seen[label] = seen.get(label, 0) + 1
-    x = torch.empty(len(kept), 3, 32, 32, dtype=torch.uint8)
-    for i, (path, _) in enumerate(kept):
-        with Image.open(path) as im:
-            x[i] = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
-    return x, torch.tensor([label for _, label in kept], dtype=torch.int64)
+    return _read_jpeg_split(root / "cifar10-jpeg" / "train", per_class)
 
 
-def cifar_batch(x_u8: Tensor, augment: bool, gen: torch.Generator | None) -> Tensor:
-    """uint8 images -> normalised float32; random crop (padding 4) and flip when augmenting."""
-    if augment:
-        assert gen is not None
-        b = x_u8.shape[0]
-        padded = F.pad(x_u8, (4, 4, 4, 4))
-        offset = torch.randint(0, 9, (2, b), generator=gen)
-        ar = torch.arange(32)
-        rows = (offset[0, :, None] + ar)[:, None, :, None]
-        cols = (offset[1, :, None] + ar)[:, None, None, :]
-        x_u8 = padded[torch.arange(b)[:, None, None, None],
-                      torch.arange(3)[None, :, None, None], rows, cols]
-        flip = torch.rand(b, generator=gen) < 0.5
-        x_u8 = torch.where(flip[:, None, None, None], x_u8.flip(-1), x_u8)
-    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
-    return (x_u8.to(torch.float32).div_(255) - mean) / std
-
-
-# ----------------------------------------------------------------------------- models
+cifar_batch = _cifar_batch
+"""uint8 images -> normalised float32; random crop (padding 4) and flip when augmenting."""
 
 
 def build(name: str) -> tuple[nn.Module, nn.Linear]:
