@@ -78,15 +78,6 @@ def dense_head_ops(
     return LinearHeadOps(lambda v: v @ stacked_t, lambda a: a @ back, shift, weight.shape[0])
 
 
-class _Row(NamedTuple):
-    """Objective pieces of one point per row."""
-
-    f: Tensor  # (N,)
-    p: Tensor  # (N, C) softmax of the logits
-    g: Tensor  # (N, C) dl/dlogits
-    h2: Tensor  # (N, C) 2 eta ((W - W*) z' + (b - b*))
-
-
 def solve_cap_linesearch(
     z: Tensor,
     targets: Tensor,

@@ -18,7 +18,6 @@ BatchNorm statistics are exactly as without the teacher.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable, NamedTuple
@@ -33,6 +32,7 @@ from .._checks import (
     LearnerRate,
     check_head,
     check_ignore_index,
+    check_int,
     check_positive,
     check_seed,
 )
@@ -611,18 +611,14 @@ class PerformativeTeacher:
             raise ValueError(f"unsupported state version {state['version']!r}")
         if not isinstance(state["enabled"], bool):
             raise ValueError(f"state['enabled'] must be a bool, got {state['enabled']!r}")
-        steps = state["steps_taught"]
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-            raise ValueError(f"state['steps_taught'] must be an int >= 0, got {steps!r}")
-        try:
-            seed = check_seed(state["seed"], "state['seed']")
-        except TypeError as err:
-            raise ValueError(str(err)) from None
+        # the shared checks raise TeacherError / TeacherTypeError, both ValueErrors
+        steps = check_int(state["steps_taught"], "state['steps_taught']", 0)
+        seed = check_seed(state["seed"], "state['seed']")
         if seed is None:
             raise ValueError("state['seed'] must be an int, got None")
         rng = _check_rng_state(state["rng"])
         self.enabled = state["enabled"]
-        self.steps_taught = int(steps)
+        self.steps_taught = steps
         self.seed = seed
         self._generator = None
         self._pending_rng = rng
