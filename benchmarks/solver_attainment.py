@@ -81,6 +81,7 @@ from torchdht.functional import solve_cap
 from torchdht.functional.linesearch import dense_head_ops, solve_cap_linesearch
 from torchdht.functional.lookahead import linear_lookahead
 from torchdht.functional.objective import linear_ce_closure
+from torchdht.functional.sphere import chord_to_angle
 from torchdht.models import build_model
 
 # Hashes of the solver sources as imported (read right after the import), so a
@@ -96,6 +97,9 @@ LOOKAHEAD_STEPS = 5
 PGD_STEPS = (2, 3, 5, 15)
 REFERENCE = "pgd-15"
 LS_CONFIGS = ((4, 0), (4, 1), (4, 2), (4, 3), (4, 5), (8, 3))
+TOLS = (1e-2, 3e-3, 1e-3)
+"""``pgd-15 tol=T``: ``solve_cap`` with 15 steps at most and early exit (``tol=T``);
+``pgd-15 lr=alpha tol=T`` the same with a first angular step of the cap's whole radius."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,19 @@ def train_and_snapshot(
 # ----------------------------------------------------------------------------- solvers
 
 
+EVALS: list[int] = [0]
+"""Objective evaluations of the last counted ``solve_cap`` call (its first one included)."""
+
+
+def _counted(fn: Callable) -> Callable:
+    EVALS[0] = 0
+
+    def wrapped(z: Tensor):
+        EVALS[0] += 1
+        return fn(z)
+    return wrapped
+
+
 def solver_configs() -> list[tuple[str, Callable[[Snapshot, Tensor, Tensor, float], object]]]:
     """(label, call) for every configuration; ``call(snap, w_star, b_star, eps)``."""
     out = []
@@ -256,6 +273,16 @@ def solver_configs() -> list[tuple[str, Callable[[Snapshot, Tensor, Tensor, floa
             fn = linear_ce_closure(s.targets, s.weight, s.bias, ws, bs, s.eta)
             return solve_cap(fn, s.z, eps, steps)
         out.append((f"pgd-{steps}", pgd))
+    for tol in TOLS:
+        def pgd_tol(s: Snapshot, ws: Tensor, bs: Tensor | None, eps: float, tol: float = tol):
+            fn = linear_ce_closure(s.targets, s.weight, s.bias, ws, bs, s.eta)
+            return solve_cap(_counted(fn), s.z, eps, 15, tol=tol)
+        out.append((f"pgd-15 tol={tol:g}", pgd_tol))
+    for tol in TOLS:
+        def pgd_wide(s: Snapshot, ws: Tensor, bs: Tensor | None, eps: float, tol: float = tol):
+            fn = linear_ce_closure(s.targets, s.weight, s.bias, ws, bs, s.eta)
+            return solve_cap(_counted(fn), s.z, eps, 15, lr=chord_to_angle(eps), tol=tol)
+        out.append((f"pgd-15 lr=alpha tol={tol:g}", pgd_wide))
     for grid, refine in LS_CONFIGS:
         def ls(s: Snapshot, ws: Tensor, bs: Tensor | None, eps: float, grid: int = grid,
                refine: int = refine):
@@ -274,10 +301,11 @@ def measure(snap: Snapshot, eps: float, warmup: int, repeats: int) -> dict[str, 
     configs = solver_configs()
     res: dict[str, dict] = {}
     for label, call in configs:
+        EVALS[0] = 0
         out = call(snap, la.weight, la.bias, eps)
         dec = (out.before.double() - out.after.double()).sum().item()
         res[label] = {"decrease": dec, "times": [],
-                      "before": out.before.double().sum().item()}
+                      "before": out.before.double().sum().item(), "evals": EVALS[0]}
     for r in range(warmup + repeats):
         # rotate the order each round so no configuration always runs first
         for k in range(len(configs)):
@@ -324,18 +352,23 @@ def summary_table(all_rows: dict[float, list[tuple[str, dict]]], labels: list[st
     lines = ["### Summary over all models, points and eps", "",
              "min / median attained fraction; median over cases of (median ms of the "
              "configuration / median ms of pgd-15 in the same case).", "",
-             "| configuration | min fraction | median fraction | time vs pgd-15 |",
-             "| --- | ---: | ---: | ---: |"]
+             "| configuration | min fraction | median fraction | time vs pgd-15 "
+             "| steps taken (min / median / max) |",
+             "| --- | ---: | ---: | ---: | --- |"]
     for lab in labels:
-        fr, ratio = [], []
+        fr, ratio, evals = [], [], []
         for rows in all_rows.values():
             for _, res in rows:
+                if res[lab].get("evals"):
+                    evals.append(res[lab]["evals"] - 1)
                 if math.isfinite(res[lab]["fraction"]):
                     fr.append(res[lab]["fraction"])
                 ratio.append(res[lab]["ms"] / res[REFERENCE]["ms"])
         lines.append(f"| {lab} | {fmt_frac(min(fr)) if fr else 'n/a'} | "
                      f"{fmt_frac(statistics.median(fr)) if fr else 'n/a'} | "
-                     f"{statistics.median(ratio):.2f}x |")
+                     f"{statistics.median(ratio):.2f}x | "
+                     + (f"{min(evals)} / {statistics.median(evals):g} / {max(evals)} |"
+                        if evals else "fixed |"))
     return lines
 
 

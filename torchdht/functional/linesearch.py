@@ -32,7 +32,13 @@ from .objective import _soft_targets
 from .solve import SolveResult
 from .sphere import _fallback_tangent, chord_to_angle
 
-__all__ = ["LinearHeadOps", "dense_head_ops", "solve_cap_linesearch"]
+__all__ = [
+    "LinearHeadOps",
+    "dense_head_ops",
+    "head_ops_closure",
+    "linesearch_grid",
+    "solve_cap_linesearch",
+]
 
 
 class LinearHeadOps(NamedTuple):
@@ -76,6 +82,57 @@ def dense_head_ops(
         assert bias_star is not None
         shift = torch.cat([bias, two_eta * (bias - bias_star)])
     return LinearHeadOps(lambda v: v @ stacked_t, lambda a: a @ back, shift, weight.shape[0])
+
+
+def head_ops_closure(
+    targets: Tensor, ops: LinearHeadOps, eta: float | Tensor, dtype: torch.dtype
+) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """``z -> (f, df/dz)`` of the linear-CE greedy objective through :class:`LinearHeadOps`.
+
+    The same function as :func:`~torchdht.functional.objective.linear_ce_closure`
+    (equal to rounding), for a head given as ops: the dense form built once and
+    shared by many blocks of rows, or the Gram form of a wide head, in which
+    ``W - W*`` is never formed. ``targets`` are those of the rows ``z`` the
+    closure will be called on, ``dtype`` theirs.
+
+    Example:
+        >>> from torchdht.functional.objective import linear_ce_closure
+        >>> W = torch.randn(3, 5, dtype=torch.float64); y = torch.tensor([0, 2])
+        >>> z = torch.randn(2, 5, dtype=torch.float64)
+        >>> f, g = head_ops_closure(y, dense_head_ops(W, None, 0.5 * W, None, 0.1), 0.1,
+        ...                         torch.float64)(z)
+        >>> f_ref, g_ref = linear_ce_closure(y, W, None, 0.5 * W, None, 0.1)(z)
+        >>> torch.allclose(f, f_ref) and torch.allclose(g, g_ref)
+        True
+    """
+    c = ops.classes
+    two_eta_sq = 2.0 * eta * eta
+    eta_sq = eta * eta
+    y = _soft_targets(targets, c, dtype)
+    mass = None if not targets.is_floating_point() else y.sum(-1, keepdim=True)
+    shift = ops.shift
+
+    def fn(z: Tensor) -> tuple[Tensor, Tensor]:
+        zw = ops.forward(z)
+        if shift is not None:
+            zw = zw + shift
+        logits, h2 = zw[:, :c], zw[:, c:]
+        sq_norm = (z * z).sum(-1)
+        if shift is not None:
+            sq_norm = sq_norm + 1.0
+        p = torch.softmax(logits, dim=-1)
+        g = p - y if mass is None else p * mass - y
+        g_sq = (g * g).sum(-1)
+        f = eta_sq * g_sq * sq_norm - (g * h2).sum(-1)
+        v = (two_eta_sq * sq_norm).unsqueeze(-1) * g - h2
+        pv = p * v
+        jv = pv - p * pv.sum(-1, keepdim=True)
+        if mass is not None:
+            jv = mass * jv
+        dz = ops.backward(torch.cat([jv, g], -1)) + (two_eta_sq * g_sq).unsqueeze(-1) * z
+        return f, dz
+
+    return fn
 
 
 def solve_cap_linesearch(
@@ -160,8 +217,7 @@ def solve_cap_linesearch(
     # by factors 2^(-1/grid) to 2^(1 - 8) alpha. Where the grid's (K, N, 2C) block does not
     # fit the budget (wide heads) every evaluation is a pass over (N, C): one step size per
     # halving then.
-    if 8 * grid * z.shape[0] * 2 * c > _BLOCK:
-        grid = 1
+    grid = min(grid, linesearch_grid(z.shape[0], c, grid))
     ts = (2.0 * alpha) * torch.pow(
         torch.tensor(2.0 ** (-1.0 / grid), dtype=z.dtype, device=z.device),
         torch.arange(8 * grid, dtype=z.dtype, device=z.device),
@@ -205,6 +261,16 @@ def solve_cap_linesearch(
     moved = f_cur < f0
     out = torch.where(moved.unsqueeze(-1), radius * (cos_v * u0 + sinc_v * v), z)
     return SolveResult(out, f0, torch.where(moved, f_cur, f0))
+
+
+def linesearch_grid(n: int, c: int, grid: int = 4) -> int:
+    """``grid``, or 1 when the (8 grid, N, 2C) block of one search would not fit ``2^21`` numbers.
+
+    Example:
+        >>> linesearch_grid(128, 10), linesearch_grid(128, 10_000)
+        (4, 1)
+    """
+    return grid if 8 * grid * n * 2 * c <= _BLOCK else 1
 
 
 def _evaluate(

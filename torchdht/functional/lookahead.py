@@ -18,7 +18,8 @@ from torch.func import grad
 
 from .._checks import check_int
 from ..typing import HeadFn, Params, Targets
-from .objective import ce_logit_grad, check_linear_args
+from .chunks import block_rows
+from .objective import ce_logit_grad, check_linear_args, cross_entropy_rows
 
 __all__ = ["LinearLookahead", "linear_lookahead", "lookahead"]
 
@@ -33,7 +34,11 @@ class LinearLookahead(NamedTuple):
     feature_grad: Tensor | None
     """``sum_{i<k} d CE_mean(theta_i; z, y) / dz`` of shape (N, D) when asked for."""
     logits: Tensor | None = None
-    """``z W^T + b`` (N, C), the first iterate's logits (None when ``steps`` is 0)."""
+    """``z W^T + b`` (N, C), the first iterate's logits (None when ``steps`` is 0, and for
+    heads too wide to keep them: see :attr:`loss`)."""
+    loss: Tensor | None = None
+    """Per-row cross-entropy (N,) at the first iterate, given instead of :attr:`logits`
+    when the rows are processed in blocks (:func:`~torchdht.functional.chunks.block_rows`)."""
 
 
 def linear_lookahead(
@@ -49,7 +54,11 @@ def linear_lookahead(
     """``k`` SGD steps of a linear head on mean softmax cross-entropy, in closed form.
 
     Each step uses ``G = (sum(y) softmax(W z + b) - y) / N``, ``dW = G^T z``
-    and ``db = sum_j G_j``; no autograd graph is built.
+    and ``db = sum_j G_j``; no autograd graph is built. For a wide head
+    (more than :data:`~torchdht.functional.chunks.ROW_BLOCK` numbers in
+    ``N x C``) each step runs over blocks of rows and sums their ``dW``, so no
+    (N, C) tensor is formed; the result then carries the first iterate's
+    per-row losses instead of its logits.
 
     Args:
         z: features of shape (N, D), treated as constants.
@@ -85,6 +94,9 @@ def linear_lookahead(
         m = mask.to(z.dtype).unsqueeze(-1)
         scale = m / m.sum().clamp_min(1.0)
     w, b = weight, bias
+    rows = block_rows(z.shape[0], weight.shape[0])
+    if rows < z.shape[0]:
+        return _blocked_lookahead(z, targets, w, b, lr, steps, feature_grad, scale, rows)
     acc = torch.zeros_like(z) if feature_grad else None
     first: Tensor | None = None
     for _ in range(steps):
@@ -99,6 +111,50 @@ def linear_lookahead(
         if b is not None:
             b = b - lr * g.sum(0)
     return LinearLookahead(w, b, acc, first)
+
+
+def _blocked_lookahead(
+    z: Tensor,
+    targets: Targets,
+    w: Tensor,
+    b: Tensor | None,
+    lr: float | Tensor,
+    steps: int,
+    feature_grad: bool,
+    scale: Tensor,
+    rows: int,
+) -> LinearLookahead:
+    """:func:`linear_lookahead`'s steps over blocks of ``rows`` rows (wide heads)."""
+    blocks = list(zip(z.split(rows), targets.split(rows), scale.split(rows)))
+    grads: list[Tensor] = []
+    losses: list[Tensor] = []
+    for i in range(steps):
+        d_w = torch.zeros_like(w)
+        d_b = None if b is None else torch.zeros_like(b)
+        for j, (zj, yj, sj) in enumerate(blocks):
+            logits = zj @ w.T if b is None else torch.addmm(b, zj, w.T)
+            g, p = ce_logit_grad(logits, yj)
+            if i == 0:
+                losses.append(cross_entropy_rows(logits, yj))
+            del logits, p
+            g = g * sj
+            if feature_grad:
+                gw = g @ w
+                if i == 0:
+                    grads.append(gw)
+                else:
+                    grads[j] = grads[j] + gw
+            d_w = d_w.addmm_(g.T, zj)
+            if d_b is not None:
+                d_b = d_b + g.sum(0)
+        w = w - lr * d_w
+        if b is not None and d_b is not None:
+            b = b - lr * d_b
+    acc = None
+    if feature_grad:
+        acc = torch.cat(grads) if grads else torch.zeros_like(z)
+    loss = torch.cat(losses) if losses else None
+    return LinearLookahead(w, b, acc, None, loss)
 
 
 def lookahead(

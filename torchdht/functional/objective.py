@@ -26,6 +26,7 @@ from ..errors import TeacherError
 from ..typing import HeadFn, Params, StepSize, Targets
 
 __all__ = [
+    "cross_entropy_rows",
     "greedy_objective",
     "linear_ce_objective",
     "linear_ce_objective_and_grad",
@@ -80,6 +81,18 @@ def ce_logit_grad(logits: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
     p = torch.softmax(logits, dim=-1)
     y = _soft_targets(targets, logits.shape[-1], logits.dtype)
     return p * y.sum(-1, keepdim=True) - y, p
+
+
+def cross_entropy_rows(logits: Tensor, targets: Targets) -> Tensor:
+    """Per-row softmax cross-entropy against class indices (N,) or soft targets (N, C).
+
+    Example:
+        >>> cross_entropy_rows(torch.zeros(2, 4), torch.tensor([0, 3]))
+        tensor([1.3863, 1.3863])
+    """
+    if targets.is_floating_point():
+        return -(targets * torch.log_softmax(logits, -1)).sum(-1)
+    return F.cross_entropy(logits, targets.long(), reduction="none")
 
 
 def greedy_objective(

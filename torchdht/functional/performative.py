@@ -9,7 +9,7 @@ no host-device sync and no data-dependent Python branch, so
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +18,17 @@ from torch import Tensor
 from .._checks import check_int
 from ..errors import TeacherError
 from ..typing import Targets
+from .chunks import block_rows
 from .gram import GramLookahead, gram_head_ops, gram_is_cheaper, gram_lookahead, weight_star_dist
-from .linesearch import dense_head_ops, solve_cap_linesearch
+from .linesearch import (
+    dense_head_ops,
+    head_ops_closure,
+    linesearch_grid,
+    solve_cap_linesearch,
+)
 from .lookahead import LinearLookahead, linear_lookahead
 from .objective import check_linear_args, linear_ce_closure, linear_ce_objective
-from .solve import solve_cap
+from .solve import SolveResult, solve_cap
 from .sphere import normalize, sample_cap
 
 __all__ = ["TeachStep", "greedy_teach", "random_teach", "SOLVERS"]
@@ -149,6 +155,7 @@ def greedy_teach(
     mask: Tensor | None = None,
     solver: str = "pgd",
     gram: bool | None = None,
+    solve_tol: float | None = None,
 ) -> TeachStep:
     """Lookahead ``theta*`` then solve eq. 9 in the cap around every row.
 
@@ -193,12 +200,21 @@ def greedy_teach(
             were absent (e.g. labels equal to an ``ignore_index``; give those
             rows any valid class index).
         solver: ``"pgd"`` or ``"linesearch"`` (default: "pgd").
-        gram: run the lookahead and the ``"linesearch"`` solver through the
-            batch's Gram matrix (``W - W*`` never formed; cheaper and smaller
-            when the head is much wider than the batch, e.g. 10,000 classes
-            on 128 rows) (default: None, meaning
+        gram: run the lookahead and the solver through the batch's Gram
+            matrix (``W - W*`` never formed; cheaper and smaller when the head
+            is much wider than the batch, e.g. 10,000 classes on 128 rows)
+            (default: None, meaning
             :func:`~torchdht.functional.gram.gram_is_cheaper` decides from the
-            shapes). Not used by ``"pgd"``.
+            shapes and the solver's number of evaluations).
+        solve_tol: ``"pgd"`` stops early once two steps in a row lowered the
+            summed objective by at most this fraction of the decrease so far
+            (see :func:`~torchdht.functional.solve_cap`; one host sync per
+            step) (default: None, meaning all ``solve_steps`` steps).
+
+    Wide heads (more than :data:`~torchdht.functional.chunks.ROW_BLOCK`
+    numbers in ``N x C``) are solved in blocks of rows, so that the solver's
+    temporaries stay small; the result is the same up to rounding (and, with
+    ``solve_tol``, each block stops on its own).
 
     Returns:
         A :class:`TeachStep`.
@@ -216,53 +232,86 @@ def greedy_teach(
     if solver not in SOLVERS:
         raise TeacherError(f"solver must be 'linesearch' or 'pgd', got {solver!r}")
     linesearch = solver == "linesearch"
+    if linesearch and solve_tol is not None:
+        raise TeacherError("solve_tol applies to solver='pgd' only; the line search's cost is "
+                           "fixed by its number of searches (solve_steps)")
     if linesearch:
         steps = LINESEARCH_STEPS if solve_steps is None else solve_steps
         steps = check_int(steps, "solve_steps (line searches)", 1)
-        if gram is None:
-            gram = gram_is_cheaper(
-                z.shape[0], weight.shape[0], weight.shape[-1], steps=lookahead_steps,
-                evals=steps, feature_grad=feature_grad,
-            )
-    use_gram = bool(gram) and linesearch
+        evals = steps
+    else:
+        solve_steps = PGD_STEPS if solve_steps is None else solve_steps
+        evals = 1 + check_int(solve_steps, "solve_steps", 0)
+    if gram is None:
+        gram = gram_is_cheaper(
+            z.shape[0], weight.shape[0], weight.shape[-1], steps=lookahead_steps,
+            evals=evals, feature_grad=feature_grad,
+        )
+    use_gram = bool(gram)
     zs, valid, la = _prepare(
         z, targets, weight, bias, la_lr, lookahead_steps, feature_grad, mask, use_gram
     )
 
     check_linear_args(zs, targets, weight, bias)
     dist = _theta_dist(weight, bias, zs, la)
+    # rows do not interact in the solve: a wide head's rows are solved in blocks
+    rows = block_rows(zs.shape[0], weight.shape[0])
     if linesearch:
         if isinstance(la, GramLookahead):
             ops = gram_head_ops(weight, bias, zs, la, eta)
         else:
             ops = dense_head_ops(weight, bias, la.weight, la.bias, eta)
-        res = solve_cap_linesearch(zs, targets, ops, eta, eps, refine=steps - 1)
+        grid = linesearch_grid(zs.shape[0], weight.shape[0])  # from the whole batch's shape
+        res = _by_blocks(
+            lambda x, t: solve_cap_linesearch(x, t, ops, eta, eps, grid=grid, refine=steps - 1),
+            zs, targets, rows,
+        )
         return _finish(z, zs, res.z, res.before, res.after, valid, la, dist)
-    assert isinstance(la, LinearLookahead)
-    solve_steps = PGD_STEPS if solve_steps is None else solve_steps
     c, d = weight.shape
     if subspace is None:
         subspace = zs.device.type == "cpu" and 2 * (1 + 2 * c) <= d
+    assert solve_steps is not None
+    if isinstance(la, GramLookahead) or rows < zs.shape[0]:
+        # a wide head: the head's products built once for all blocks (through the Gram
+        # matrix where that is cheaper: W - W* is then never formed)
+        if isinstance(la, GramLookahead):
+            ops = gram_head_ops(weight, bias, zs, la, eta)
+        else:
+            ops = dense_head_ops(weight, bias, la.weight, la.bias, eta)
+        res = _by_blocks(
+            lambda x, t: solve_cap(
+                head_ops_closure(t, ops, eta, zs.dtype), x, eps, solve_steps, solve_lr,
+                tol=solve_tol,
+            ),
+            zs, targets, rows,
+        )
+        return _finish(z, zs, res.z, res.before, res.after, valid, la, dist)
+    assert isinstance(la, LinearLookahead)
     if not subspace or 2 * c >= d:  # the span may be the whole space: nothing to reduce
         fn = linear_ce_closure(targets, weight, bias, la.weight, la.bias, eta)
-        res = solve_cap(fn, zs, eps, solve_steps, solve_lr)  # type: ignore[arg-type]
+        res = solve_cap(fn, zs, eps, solve_steps, solve_lr, tol=solve_tol)  # type: ignore[arg-type]
         return _finish(z, zs, res.z, res.before, res.after, valid, la, dist)
 
     x, basis, e = _span_coordinates(zs, weight, la.weight)
     pad = weight.new_zeros(c, 1)
-    fn = linear_ce_closure(
-        targets,
-        torch.cat([pad, weight @ basis], -1),
-        bias,
-        torch.cat([pad, la.weight @ basis], -1),
-        la.bias,
-        eta,
-    )
-    res = solve_cap(fn, x, eps, solve_steps, solve_lr)  # type: ignore[arg-type]
+    w_sub = torch.cat([pad, weight @ basis], -1)
+    w_star_sub = torch.cat([pad, la.weight @ basis], -1)
+    fn = linear_ce_closure(targets, w_sub, bias, w_star_sub, la.bias, eta)
+    res = solve_cap(fn, x, eps, solve_steps, solve_lr, tol=solve_tol)  # type: ignore[arg-type]
     back = res.z[:, :1] * e + res.z[:, 1:] @ basis.T
     # Unmoved rows come back bit-identical, as on the direct path.
     solved = torch.where((res.after < res.before).unsqueeze(-1), back, zs)
     return _finish(z, zs, solved, res.before, res.after, valid, la, dist)
+
+
+def _by_blocks(
+    solve: Callable[[Tensor, Tensor], SolveResult], x: Tensor, targets: Tensor, rows: int
+) -> SolveResult:
+    """``solve(x, targets)``, over blocks of ``rows`` rows when there are more."""
+    if rows >= x.shape[0]:
+        return solve(x, targets)
+    parts = [solve(xb, tb) for xb, tb in zip(x.split(rows), targets.split(rows))]
+    return SolveResult(*(torch.cat(list(t)) for t in zip(*parts)))
 
 
 def _span_coordinates(

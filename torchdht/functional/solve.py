@@ -54,6 +54,7 @@ def solve_cap(
     eps: float,
     steps: int,
     lr: float | None = None,
+    tol: float | None = None,
 ) -> SolveResult:
     """Minimise a per-sample objective over the cap around each row of ``z``.
 
@@ -65,6 +66,11 @@ def solve_cap(
         steps: number of objective evaluations after the first (>= 0).
         lr: initial angular step in radians (default:
             :func:`default_solve_lr`).
+        tol: stop before ``steps`` once two consecutive steps each lowered
+            ``f.sum()`` by at most ``tol`` times ``(before - f).sum()``
+            (default: None, meaning always take ``steps`` steps). Each step
+            then reads one number back to the host, so leave it None under
+            ``torch.compile`` or CUDA graphs.
 
     Returns:
         A :class:`SolveResult`. Every row of ``z`` keeps its norm and stays
@@ -85,6 +91,8 @@ def solve_cap(
         lr = default_solve_lr(eps, steps)
     elif not lr > 0:
         raise TeacherError(f"lr must be a positive angular step in radians, got {lr!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and 0 <= tol < 1):
+        raise TeacherError(f"tol must be None or a number in [0, 1), got {tol!r}")
     alpha = chord_to_angle(eps)
     radius = z.norm(dim=-1, keepdim=True)
     center = z / radius
@@ -101,6 +109,7 @@ def solve_cap(
         # about a radian can one come near the antipode, where the rim direction needs a
         # second orthogonalisation.
         far = alpha + float(lr) >= 1.0
+    small = 0  # consecutive steps that lowered the batch objective by at most tol of the total
     for _ in range(steps):
         # Riemannian step: the tangent part of the gradient (radius only scales it), then
         # along the geodesic from u by each row's angular step.
@@ -113,8 +122,15 @@ def solve_cap(
         keep = accept.unsqueeze(-1)
         u = torch.where(keep, cand, u)
         g = torch.where(keep, g_new, g)
+        if tol is not None:
+            # accepted rows only: the decrease of this step, against the total so far
+            gain = torch.where(accept, f - f_new, 0.0).sum()
+            total = (before - torch.where(accept, f_new, f)).sum()
+            small = small + 1 if bool((gain <= tol * total) & (total > 0)) else 0
         f = torch.where(accept, f_new, f)
         step = torch.where(keep, step, 0.5 * step)
+        if small >= 2:
+            break
     # f falls strictly at every accepted step, so the rows that moved are those with f < before;
     # the others come back bit-identical, not as radius * (z / radius).
     moved = (f < before).unsqueeze(-1)

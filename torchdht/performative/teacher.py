@@ -30,6 +30,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .._checks import (
     LearnerRate,
+    check_float,
     check_head,
     check_ignore_index,
     check_int,
@@ -43,6 +44,10 @@ from ..errors import (
     TeacherError,
     TorchScriptError,
 )
+from ..functional.chunks import block_rows
+from ..functional.gram import GramLookahead
+from ..functional.lookahead import LinearLookahead
+from ..functional.objective import cross_entropy_rows
 from ..functional.performative import (
     LINESEARCH_STEPS,
     PGD_STEPS,
@@ -259,6 +264,11 @@ class PerformativeTeacher:
             (default: None, meaning
             :func:`~torchdht.functional.default_solve_lr`, with which the rim
             of the cap is reachable); refused with ``"linesearch"``.
+        solve_tol: stop the ``"pgd"`` solver before ``solve_steps`` once two
+            steps in a row lowered the batch's summed objective by at most
+            this fraction of the decrease reached so far (default: None,
+            meaning always ``solve_steps`` steps). It reads one number back
+            to the host per solver step, so it is refused with ``compile``.
         solver: ``"pgd"`` (Riemannian projected gradient steps,
             :func:`~torchdht.functional.solve_cap`) or ``"linesearch"``
             (projected line searches along the gradient in exponential
@@ -330,6 +340,7 @@ class PerformativeTeacher:
         lookahead_lr: float | None = None,
         solve_steps: int | None = None,
         solve_lr: float | None = None,
+        solve_tol: float | None = None,
         solver: str = "pgd",
         policy: str = "greedy",
         lookahead_encoder_grad: bool = False,
@@ -365,6 +376,19 @@ class PerformativeTeacher:
                 "its step sizes itself"
             )
         self.solve_lr = None if solve_lr is None else check_positive(solve_lr, "solve_lr")
+        if solve_tol is not None:
+            if solver != "pgd":
+                raise ValueError(
+                    "solve_tol is the early exit of solver='pgd'; solver='linesearch' runs a "
+                    "fixed number of searches (solve_steps)"
+                )
+            if compile:
+                raise ValueError(
+                    "solve_tol reads the objective back to the host at every solver step, "
+                    "which a compiled step (compile=...) cannot do; leave solve_tol=None there"
+                )
+            solve_tol = check_float(solve_tol, "solve_tol", low=0.0, high=1.0, high_open=True)
+        self.solve_tol = solve_tol
         if not isinstance(policy, str) or policy not in _POLICIES:
             raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
         if lookahead_encoder_grad and policy == "none":
@@ -628,7 +652,8 @@ class PerformativeTeacher:
             f"PerformativeTeacher(policy={self.policy!r}, eps={self.eps}, "
             f"lookahead_steps={self.lookahead_steps}, solver={self.solver!r}, "
             f"solve_steps={self.solve_steps}, "
-            f"lookahead_encoder_grad={self.lookahead_encoder_grad}, enabled={self.enabled})"
+            + (f"solve_tol={self.solve_tol}, " if self.solve_tol is not None else "")
+            + f"lookahead_encoder_grad={self.lookahead_encoder_grad}, enabled={self.enabled})"
         )
 
     # ------------------------------------------------------------ internals
@@ -823,6 +848,7 @@ class PerformativeTeacher:
                     *args,
                     solve_steps=self.solve_steps,
                     solve_lr=self.solve_lr,
+                    solve_tol=self.solve_tol,
                     solver=self.solver,
                     **common,
                 )
@@ -881,10 +907,14 @@ def _inputs(
     if targets.is_floating_point():
         tgt = targets.reshape(-1, targets.shape[-1]).to(work_dtype)
         ignored = torch.zeros(flat.shape[0], dtype=torch.bool, device=z.device)
-    else:  # one-hot once, not in every solver iteration; any integer dtype
+    else:  # any integer dtype
         idx = targets.reshape(-1).long()
         ignored = idx == ignore_index
-        tgt = F.one_hot(idx.masked_fill(ignored, 0), n_classes).to(work_dtype)
+        idx = idx.masked_fill(ignored, 0)
+        # one-hot once, not in every solver iteration; a wide head keeps the indices (an
+        # (N, C) one-hot would be as large as its logits)
+        narrow = block_rows(flat.shape[0], n_classes) == flat.shape[0]
+        tgt = F.one_hot(idx, n_classes).to(work_dtype) if narrow else idx
     b = None if bias is None else bias.to(work_dtype)
     return flat, flat.to(work_dtype), tgt, weight.to(work_dtype), b, ignored
 
@@ -912,11 +942,7 @@ def _outputs(
     a_mean = step.after.sum() / count
     # cross-entropy on the original features (the lookahead's first logits: free) and on the
     # taught ones (one product), means over the taught rows
-    logits = la.logits
-    if logits is None:
-        logits = zf @ weight.T if bias is None else torch.addmm(bias, zf, weight.T)
-    taught = step.z @ weight.T if bias is None else torch.addmm(bias, step.z, weight.T)
-    ce = [-(tgt * torch.log_softmax(x, -1)).sum(-1) for x in (logits, taught)]
+    ce = _losses(zf, step.z, tgt, weight, bias, la)
     loss_untaught, loss_taught = (torch.where(valid, x, 0.0).sum() / count for x in ce)
     stats = {
         "angle_mean": moved.sum() / count,
@@ -935,6 +961,39 @@ def _outputs(
     return z_tilde, extra, stats
 
 
+def _losses(
+    zf: Tensor,
+    taught: Tensor,
+    tgt: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    la: LinearLookahead | GramLookahead,
+) -> tuple[Tensor, Tensor]:
+    """Per-row cross-entropy on the original features (the lookahead's first logits or losses:
+    free) and on the taught ones (one product; over blocks of rows for a wide head)."""
+
+    def logits_of(x: Tensor) -> Tensor:
+        return x @ weight.T if bias is None else torch.addmm(bias, x, weight.T)
+
+    rows = block_rows(zf.shape[0], weight.shape[0])
+    if rows == zf.shape[0] and tgt.is_floating_point():
+        logits = la.logits if la.logits is not None else logits_of(zf)
+        return (-(tgt * torch.log_softmax(logits, -1)).sum(-1),
+                -(tgt * torch.log_softmax(logits_of(taught), -1)).sum(-1))
+
+    def blocked(x: Tensor) -> Tensor:
+        return torch.cat([cross_entropy_rows(logits_of(xb), tb)
+                          for xb, tb in zip(x.split(rows), tgt.split(rows))])
+
+    if la.logits is not None:
+        untaught = cross_entropy_rows(la.logits, tgt)
+    elif isinstance(la, LinearLookahead) and la.loss is not None:
+        untaught = la.loss
+    else:
+        untaught = blocked(zf)
+    return untaught, blocked(taught)
+
+
 def _teach_step(
     z: Tensor,
     targets: Tensor,
@@ -946,6 +1005,7 @@ def _teach_step(
     generator: torch.Generator | None = None,
     solve_steps: int | None = None,
     solve_lr: float | None = None,
+    solve_tol: float | None = None,
     solver: str = "pgd",
     ignore_index: int = -100,
     **common: Any,
@@ -960,8 +1020,8 @@ def _teach_step(
     keep = ~ignored
     if generator is None:
         step = greedy_teach(
-            zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, solver=solver,
-            mask=keep, **common,
+            zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, solve_tol=solve_tol,
+            solver=solver, mask=keep, **common,
         )
     else:
         step = random_teach(zf, tgt, w, b, eta, generator=generator, mask=keep, **common)
