@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_step_overhead import DEVICE, training_step  # noqa: E402
 
 POLICIES = {"plain": "off", "taught, solver=pgd": "greedy",
+            "taught, solver=pgd, solve_tol=None": "greedy-fixed",
             "taught, solver=linesearch": "greedy-linesearch"}
 
 

@@ -26,7 +26,9 @@ def main(path: str) -> None:
     print()
     policies = ["off", "none", "random", "greedy", "greedy-released", "greedy-compiled"]
     timed = ["greedy", "greedy-compiled"]
-    for extra in ("greedy-cudagraphs", "greedy-linesearch", "greedy-linesearch-compiled"):
+    for extra in (
+        "greedy-cudagraphs", "greedy-linesearch", "greedy-linesearch-compiled", "greedy-fixed"
+    ):
         if any(extra in row for row in table.values()):  # only where they ran
             policies.append(extra)
             timed.append(extra)

@@ -45,10 +45,11 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int, bool]] = {
 }
 POLICIES = [
     "off", "none", "random", "greedy", "greedy-released", "greedy-compiled", "greedy-cudagraphs",
-    "greedy-linesearch", "greedy-linesearch-compiled",
+    "greedy-linesearch", "greedy-linesearch-compiled", "greedy-fixed",
 ]
 """``greedy-cudagraphs`` is ``compile={"mode": "reduce-overhead"}`` (CUDA graphs): GPU only;
-``-linesearch`` uses ``solver="linesearch"`` instead of the default ``"pgd"``."""
+``-linesearch`` uses ``solver="linesearch"`` instead of the default ``"pgd"``; ``greedy-fixed``
+is the default solver without its early exit (``solve_tol=None``: always ``solve_steps``)."""
 
 
 def _head(model: nn.Module) -> nn.Module:
@@ -74,6 +75,7 @@ def training_step(
     y = torch.randint(0, classes, (shape[0],), device=DEVICE)
     teacher = None
     if policy != "off":
+        extra = {"solve_tol": None} if policy.endswith("fixed") else {}
         teacher = PerformativeTeacher(
             _head(model),
             optimizer=opt,
@@ -84,6 +86,7 @@ def training_step(
             compile={"mode": "reduce-overhead"}
             if policy.endswith("cudagraphs")
             else policy.endswith("compiled"),
+            **extra,
         )
 
     def step() -> None:
