@@ -17,7 +17,7 @@ from torchdht import MixupTeacher, PerformativeTeacher, TeachingSampler
 from torchdht._checks import check_float, check_int, check_seed, check_targets
 from torchdht.errors import TargetsError, TeacherError, TeacherTypeError
 from torchdht.linear import LR, DHTTeacher, SGDTeacher, Softmax, run
-from torchdht.linear.generative import pretrain_vae
+from torchdht.linear.unrolled import pretrain_vae
 from torchdht.mixup.functional import to_soft_targets
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from torchdht.data import load_halfmoon, load_mnist35
+from torchdht.data import load_halfmoon, load_mnist35, load_mnist35_images
 from torchdht.linear import LR, fit_w_star, run
-from torchdht.linear.generative import (
+from torchdht.linear.unrolled import (
     MLPVAE,
     ConvVAE,
     GANTeacher,
@@ -21,7 +21,6 @@ from torchdht.linear.generative import (
     Projection,
     VAETeacher,
     halfmoon_gan,
-    load_mnist35_images,
     mnist_gan,
     pretrain_vae,
 )
@@ -136,7 +135,7 @@ def test_vae_examples_are_decoded_codes(moon, vae):
     onehot = torch.nn.functional.one_hot((y[:3] > 0).long(), 2).float()
     with torch.no_grad():
         dec = t.vae.decode(mu, onehot)
-        direct = t._step(None, w, x[:3], y[:3], None)[1]
+        direct = t.step(None, w, x[:3], y[:3], None)[1]
     torch.testing.assert_close(dec, direct)
 
 
@@ -162,7 +161,7 @@ def test_gan_generator_step_leaves_the_discriminator_alone(moon):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.policy.parameters())
     # the adversarial term alone reaches the generator, and still not the discriminator
     t.policy.zero_grad(set_to_none=True)
-    _, _, extra = t._step(None, torch.zeros(4, 2), x[:4], y[:4], torch.randn(4, 2))
+    _, _, extra = t.step(None, torch.zeros(4, 2), x[:4], y[:4], torch.randn(4, 2))
     extra.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.policy.parameters())
     assert all(p.grad is None for p in t.discriminator.parameters())
@@ -180,17 +179,17 @@ def test_fit_is_reproducible_and_keeps_the_global_rng(moon):
 
 
 def test_engine_matches_the_base_fit(moon):
-    # the generative teachers' outer step, driven with a plain transformation policy, is the
-    # base class's: same starting learners (and restarts), same pool draws, same Adam steps
+    # the one fit loop is its outer steps: driven by hand on a transformation policy (which
+    # does not isolate the RNG), same starting learners (and restarts), same pool draws, same
+    # Adam steps
     from torchdht.linear import TransformTeacher
-    from torchdht.linear.generative import _outer_step, _plain_step
 
     x, y, _, ws, _ = moon
     kw = dict(unroll=4, trajectories=3, horizon=8, alpha=0.1, seed=2)
     a = TransformTeacher(LR, (x, y), 0.05, w_star=ws, **kw)
     b = TransformTeacher(LR, (x, y), 0.05, w_star=ws, **kw)
     ha = a.fit(iters=5)
-    rows = torch.stack([_outer_step(b, _plain_step(b), 0, None, None) for _ in range(5)])
+    rows = torch.stack([b.outer_step() for _ in range(5)])
     torch.testing.assert_close(rows[:, 0], ha.loss)
     assert _same(_state(a.policy), _state(b.policy)) and torch.equal(a._w, b._w)
     assert a.iterations == b.iterations == 5

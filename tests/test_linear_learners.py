@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from torchdht.functional.objective import linear_ce_objective
 from torchdht.linear import LR, LSR, Softmax, fit_w_star
-from torchdht.linear.learners import check_lr
+from torchdht.linear.omniscient import check_lr
 
 DT = torch.float64
 LEARNERS = {"LSR": LSR, "LR": LR, "softmax3": Softmax(3)}

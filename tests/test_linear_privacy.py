@@ -12,8 +12,14 @@ from torch import nn
 
 from torchdht.data import load_halfmoon, load_mnist35
 from torchdht.linear import LR, SGDTeacher, TransformTeacher, fit_w_star, run
-from torchdht.linear.generative import VAETeacher, halfmoon_gan, pretrain_vae, vae_phi
-from torchdht.linear.privacy import PrivacyTeacher, private_transform_teacher
+from torchdht.linear.unrolled import (
+    PrivacyTeacher,
+    VAETeacher,
+    halfmoon_gan,
+    pretrain_vae,
+    private_transform_teacher,
+    vae_phi,
+)
 
 FAST = dict(unroll=5, trajectories=4)
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from torchdht.linear import LR, LSR, BlackBoxTeacher, Softmax, TransformTeacher, policy_mlp, run
-from torchdht.linear.unroll import (
+from torchdht.linear.unrolled.unroll import (
     distance_loss,
     learner_loss,
     sgd_steps,

@@ -8,7 +8,9 @@ Pixels are scaled to [-1, 1] and each flattened 784-pixel image is mapped to
 
 The training set is the first ``n_train`` (default 1000) images of digit 3 or
 5 in MNIST's training file, the test set the first ``n_test`` (default 100) of
-its test file; class 0 is the digit 3 and class 1 the digit 5. The images are
+its test file; class 0 is the digit 3 and class 1 the digit 5
+(:func:`load_mnist35_images` gives the training images themselves, for the
+image-space generators of :mod:`torchdht.linear.unrolled`). The images are
 read with ``torchvision.datasets.MNIST(root, train=..., download=False)``; the
 root comes from the ``root`` argument, else :func:`torchdht.data.default_root`
 (``TORCHDHT_DATA``, else ``../shared/data`` beside the repository).
@@ -23,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from .halfmoon import with_bias
 from .root import default_root
 
@@ -31,6 +34,7 @@ __all__ = [
     "PROJECTION_SEED",
     "default_root",
     "load_mnist35",
+    "load_mnist35_images",
     "projection_matrix",
     "unproject",
 ]
@@ -105,6 +109,34 @@ def unproject(z: Tensor, projection: Tensor, shape: tuple[int, int] = (28, 28)) 
     return (z @ pinv).reshape(z.shape[0], *shape)
 
 
+def _mnist_root(root: str | os.PathLike[str] | None) -> Path:
+    """``root`` (default :func:`default_root`) once it holds ``MNIST/raw``."""
+    path = Path(root) if root is not None else default_root()
+    if not (path / "MNIST" / "raw").is_dir():
+        raise FileNotFoundError(
+            f"root: MNIST not found under {path} (expected {path / 'MNIST' / 'raw'}); pass "
+            "root= or set TORCHDHT_DATA to a folder holding MNIST/raw"
+        )
+    return path
+
+
+def _mnist(root: Path, train: bool) -> tuple[Tensor, Tensor]:
+    """MNIST's raw images (N, 28, 28) uint8 and digits from ``root``'s train or test file."""
+    try:
+        from torchvision.datasets import MNIST
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the MNIST 3/5 loaders need torchvision: pip install 'torchdht[vision]'"
+        ) from err
+    ds = MNIST(str(root), train=train, download=False)
+    return ds.data, ds.targets
+
+
+def _pixels(images: Tensor) -> Tensor:
+    """uint8 pixels scaled to [-1, 1] in float64."""
+    return images.to(torch.float64) / 255.0 * 2.0 - 1.0
+
+
 def _select(images: Tensor, labels: Tensor, n: int, split: str) -> tuple[Tensor, Tensor]:
     keep = (labels == DIGITS[0]) | (labels == DIGITS[1])
     idx = keep.nonzero().flatten()
@@ -148,27 +180,45 @@ def load_mnist35(
         >>> d is None or (d.x_train.shape == (10, 24) and d.y_train.tolist()[:3] == [1, 0, 0])
         True
     """
-    root = Path(root) if root is not None else default_root()
-    if not (root / "MNIST" / "raw").is_dir():
-        raise FileNotFoundError(
-            f"root: MNIST not found under {root} (expected {root / 'MNIST' / 'raw'}); pass "
-            "root= or set TORCHDHT_DATA to a folder holding MNIST/raw"
-        )
+    path = _mnist_root(root)
     for name, val in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name} must be an int >= 1, got {val!r}")
-    try:
-        from torchvision.datasets import MNIST
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("load_mnist35 needs torchvision: pip install 'torchdht[vision]'") from err
     proj = projection_matrix(dim, 784, projection_seed, dtype=torch.float64)
     out = []
     for train, n, split in ((True, n_train, "train"), (False, n_test, "test")):
-        ds = MNIST(str(root), train=train, download=False)
-        imgs, classes = _select(ds.data, ds.targets, n, split)
-        pixels = imgs.reshape(n, -1).to(torch.float64) / 255.0 * 2.0 - 1.0
-        feats = pixels @ proj
+        imgs, classes = _select(*_mnist(path, train), n, split)
+        feats = _pixels(imgs.reshape(n, -1)) @ proj
         if bias:
             feats = with_bias(feats)
         out += [feats.to(dtype), classes]
     return MNIST35(out[0], out[1], out[2], out[3], proj.to(dtype))
+
+
+def load_mnist35_images(
+    root: str | os.PathLike[str] | None = None,
+    n_train: int = 1000,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """The MNIST 3/5 training images behind :func:`load_mnist35`, in [-1, 1].
+
+    The same images in the same order as ``load_mnist35(root, n_train).x_train``
+    (whose features are ``images.flatten(1) @ P``): what the MNIST
+    discriminator and VAE of :mod:`torchdht.linear.unrolled` see.
+
+    Returns:
+        ``(images (N, 1, 28, 28), classes (N,))``, class 0 the digit 3.
+
+    Raises:
+        FileNotFoundError: if MNIST is not under ``root``.
+
+    Example:
+        >>> found = (default_root() / "MNIST" / "raw").is_dir()
+        >>> imgs, c = load_mnist35_images(n_train=4) if found else (torch.zeros(4, 1, 28, 28), 0)
+        >>> imgs.shape
+        torch.Size([4, 1, 28, 28])
+    """
+    path = _mnist_root(root)
+    n_train = check_int(n_train, "n_train", 1)
+    imgs, classes = _select(*_mnist(path, True), n_train, "train")
+    return _pixels(imgs).unsqueeze(1).to(dtype), classes

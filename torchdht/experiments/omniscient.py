@@ -36,14 +36,19 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..linear.learners import LR, LSR, LinearLearner, Softmax, fit_w_star
-from ..linear.runner import History, run
-from ..linear.teachers import (
+from ..linear.omniscient import (
+    LR,
+    LSR,
     DHTTeacher,
+    History,
     IMTTeacher,
     LabelSynthesis,
+    LinearLearner,
     ScalingTeacher,
     SGDTeacher,
+    Softmax,
+    fit_w_star,
+    run,
 )
 
 __all__ = ["DESCRIPTION", "TEACHERS", "add_arguments", "main", "plot_convergence", "print_table",
@@ -62,7 +67,8 @@ CHECKPOINTS = (50, 100, 300)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The experiment's options."""
-    p.add_argument("--dataset", choices=("halfmoon", "mnist35"), default="halfmoon")
+    p.add_argument("--dataset", choices=("halfmoon", "mnist35"), default="halfmoon",
+                   help="half-moon (2-d) or MNIST 3 vs 5 projected to 24-d")
     p.add_argument("--learner", choices=("lr", "lsr", "softmax"), default="lr",
                    help="LR: binary logistic regression (default); LSR: least squares on +-1; "
                    "softmax: 2-class softmax regression")
@@ -80,8 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-norm", type=float, default=2.0, help="+Label bound (default: 2)")
     p.add_argument("--c1", type=float, default=0.5, help="scaling teacher's c1 (default: 0.5)")
     p.add_argument("--bias", action="store_true", help="append a constant feature")
-    p.add_argument("--root", default=None, help="MNIST root (default: $TORCHDHT_DATA or "
-                   "../shared/data)")
+    p.add_argument("--data-root", dest="root", default=None, metavar="DIR",
+                   help="MNIST root (default: $TORCHDHT_DATA or ../shared/data)")
+    p.add_argument("--root", dest="root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="output folder (default: runs/omniscient-DATASET)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 2 seeds, 20 iterations, small DHT solves")
@@ -89,6 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1; the tensors are tiny, and extra threads "
                    "only add synchronisation)")
+    p.add_argument("--workers", type=int, default=1, choices=(1,), metavar="N",
+                   help="parallel processes: this experiment runs in one, so only 1 (default: 1)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output (this experiment shows no progress bar)")
 
 
 def _learner(name: str) -> LinearLearner:

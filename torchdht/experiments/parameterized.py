@@ -167,20 +167,29 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ..linear.generative import (
+from ..data import load_mnist35_images
+from ..linear.omniscient import (
+    LR,
+    DHTTeacher,
+    History,
+    IMTTeacher,
+    LinearLearner,
+    SGDTeacher,
+    fit_w_star,
+    run,
+)
+from ..linear.unrolled import (
+    BlackBoxTeacher,
+    PrivacyTeacher,
     Projection,
+    TransformTeacher,
     VAETeacher,
     halfmoon_gan,
-    load_mnist35_images,
     mnist_gan,
     pretrain_vae,
+    private_transform_teacher,
     vae_phi,
 )
-from ..linear.learners import LR, LinearLearner, fit_w_star
-from ..linear.parameterized import BlackBoxTeacher, TransformTeacher
-from ..linear.privacy import PrivacyTeacher, private_transform_teacher
-from ..linear.runner import History, run
-from ..linear.teachers import DHTTeacher, IMTTeacher, SGDTeacher
 from .omniscient import _decision_line, _fmt, _plt, plot_convergence, print_table, summarise
 
 __all__ = [
@@ -550,7 +559,8 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The experiment's options."""
-    p.add_argument("--dataset", choices=("halfmoon", "mnist35"), default="halfmoon")
+    p.add_argument("--dataset", choices=("halfmoon", "mnist35"), default="halfmoon",
+                   help="half-moon (2-d) or MNIST 3 vs 5 projected to 24-d")
     p.add_argument("--teacher", choices=tuple(TEACHERS), default="transform",
                    help="the parameterized teacher (default: transform)")
     p.add_argument("--seeds", type=int, default=None,
@@ -633,6 +643,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar while training")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1)")
+    p.add_argument("--workers", type=int, default=1, choices=(1,), metavar="N",
+                   help="parallel processes: this experiment runs in one, so only 1 (default: 1)")
 
 
 def _resolve(args: argparse.Namespace) -> None:

@@ -1,36 +1,51 @@
-"""Linear learners (LSR, LR, softmax) and omniscient teachers (SGD, IMT, DHT, LAST, scaling).
+"""Linear learners and teachers, in two families (see README.md here).
 
-Functional style: learners are stateless objects with ``loss(w, x, y)``,
-``grad(w, x, y)`` and ``sgd_step(w, x, y, lr)``; teachers answer
-``propose(w) -> (x, y)``; :func:`run` drives the loop. Parameterized teachers
-(:class:`TransformTeacher`, :class:`BlackBoxTeacher`) are trained first by
-unrolling the learner's SGD (:mod:`torchdht.linear.unroll`). See README.md here.
+* :mod:`torchdht.linear.omniscient` -- the learners (LSR, LR, softmax) as
+  stateless objects with ``loss(w, x, y)``, ``grad(w, x, y)`` and
+  ``sgd_step(w, x, y, lr)``; the omniscient teachers (SGD, IMT, greedy DHT,
+  label synthesis, scaling), which answer ``propose(w) -> (x, y)``; and
+  :func:`run`, the teaching loop.
+* :mod:`torchdht.linear.unrolled` -- parameterized teachers trained first by
+  unrolling the learner's SGD (:class:`TransformTeacher`,
+  :class:`BlackBoxTeacher`, GAN, VAE and privacy-constrained teachers), with
+  one fit loop and one history type (:class:`FitHistory`).
+
+Everything listed in ``__all__`` is importable from here.
 """
 
-from .generative import GANTeacher, VAETeacher, halfmoon_gan, mnist_gan, pretrain_vae
-from .learners import (
+from .omniscient import (
     LR,
     LSR,
+    DHTTeacher,
+    History,
+    IMTTeacher,
+    LabelSynthesis,
     LeastSquares,
     LinearLearner,
     Logistic,
-    Softmax,
-    fit_w_star,
-)
-from .parameterized import BlackBoxTeacher, FitHistory, TransformTeacher, policy_mlp
-from .privacy import PrivacyTeacher, private_transform_teacher
-from .runner import History, run
-from .teachers import (
-    DHTTeacher,
-    IMTTeacher,
-    LabelSynthesis,
     ScalingTeacher,
     SGDTeacher,
+    Softmax,
     Teacher,
     dht_solve,
+    fit_w_star,
     imt_scores,
+    run,
     scaling_beta,
     synthesize_label,
+)
+from .unrolled import (
+    BlackBoxTeacher,
+    FitHistory,
+    GANTeacher,
+    PrivacyTeacher,
+    TransformTeacher,
+    VAETeacher,
+    halfmoon_gan,
+    mnist_gan,
+    policy_mlp,
+    pretrain_vae,
+    private_transform_teacher,
 )
 
 __all__ = [

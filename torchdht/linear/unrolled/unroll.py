@@ -28,15 +28,16 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import check_int
-from ..errors import TeacherError
-from .learners import LinearLearner, Softmax
+from ..._checks import check_int
+from ...errors import TeacherError
+from ..omniscient.learners import LinearLearner, Softmax
 
 __all__ = [
     "Generate",
     "UnrollResult",
     "distance_loss",
     "learner_loss",
+    "one_hot_labels",
     "sgd_steps",
     "unroll",
     "validation_loss",
@@ -62,23 +63,19 @@ class UnrollResult(NamedTuple):
     """``w_v``, detached, shape (K, *w.shape)."""
 
 
-def _targets(learner: LinearLearner, y: Tensor, dtype: torch.dtype) -> Tensor:
-    return learner._target(y, dtype)
-
-
 def learner_loss(learner: LinearLearner, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
     """Each learner's loss on its own example: ``w`` (K, *shape), ``x`` (K, D) -> (K,).
 
     No argument checks (the unrolling inner loop calls it every step).
 
     Example:
-        >>> from torchdht.linear.learners import LR
+        >>> from torchdht.linear.omniscient import LR
         >>> learner_loss(LR, torch.zeros(3, 2), torch.ones(3, 2), torch.ones(3))
         tensor([0.6931, 0.6931, 0.6931])
     """
-    wm = learner._matrix(w)
+    wm = learner.matrix(w)
     logits = torch.einsum("kcd,kd->kc", wm, x)
-    return learner._loss(logits, _targets(learner, y, x.dtype))
+    return learner.logit_loss(logits, learner.target_rows(y, x.dtype))
 
 
 def sgd_steps(learner: LinearLearner, w: Tensor, x: Tensor, y: Tensor, lr: float) -> Tensor:
@@ -95,16 +92,16 @@ def sgd_steps(learner: LinearLearner, w: Tensor, x: Tensor, y: Tensor, lr: float
         The new weights, same shape as ``w``; differentiable in ``w`` and ``x``.
 
     Example:
-        >>> from torchdht.linear.learners import LSR
+        >>> from torchdht.linear.omniscient import LSR
         >>> w = torch.zeros(2, 2)
         >>> x, y = torch.tensor([[1.0, 2.0], [0.0, 1.0]]), torch.tensor([1.0, -1.0])
         >>> sgd_steps(LSR, w, x, y, 0.1)
         tensor([[ 0.1000,  0.2000],
                 [ 0.0000, -0.1000]])
     """
-    wm = learner._matrix(w)
+    wm = learner.matrix(w)
     logits = torch.einsum("kcd,kd->kc", wm, x)
-    a = learner._dlogits(logits, _targets(learner, y, x.dtype))
+    a = learner.logit_grad(logits, learner.target_rows(y, x.dtype))
     g = a.unsqueeze(-1) * x.unsqueeze(-2)
     return w - lr * g.reshape(w.shape)
 
@@ -126,16 +123,16 @@ def validation_loss(learner: LinearLearner, x: Tensor, y: Tensor) -> Callable[[T
     """The black-box outer loss: the learners' mean loss on held-out ``(x, y)``.
 
     Example:
-        >>> from torchdht.linear.learners import LR
+        >>> from torchdht.linear.omniscient import LR
         >>> f = validation_loss(LR, torch.ones(4, 2), torch.ones(4))
         >>> f(torch.zeros(3, 2))
         tensor(0.6931)
     """
-    t = _targets(learner, y, x.dtype)
+    t = learner.target_rows(y, x.dtype)
 
     def final(w: Tensor) -> Tensor:
-        logits = torch.einsum("kcd,nd->knc", learner._matrix(w), x)
-        return learner._loss(logits, t).mean()
+        logits = torch.einsum("kcd,nd->knc", learner.matrix(w), x)
+        return learner.logit_loss(logits, t).mean()
 
     return final
 
@@ -182,7 +179,7 @@ def unroll(
         An :class:`UnrollResult`.
 
     Example:
-        >>> from torchdht.linear.learners import LR
+        >>> from torchdht.linear.omniscient import LR
         >>> theta = torch.zeros(2, requires_grad=True)
         >>> gen = lambda w, i: (theta.expand(w.shape[0], 2), None)
         >>> r = unroll(gen, LR, torch.zeros(4, 2), torch.ones(5, 4), 0.5,
@@ -230,7 +227,7 @@ def one_hot_labels(learner: LinearLearner, y: Tensor, dtype: torch.dtype) -> Ten
     are class indices (or soft labels, passed through).
 
     Example:
-        >>> from torchdht.linear.learners import LR
+        >>> from torchdht.linear.omniscient import LR
         >>> one_hot_labels(LR, torch.tensor([-1.0, 1.0]), torch.float32)
         tensor([[1., 0.],
                 [0., 1.]])

@@ -13,10 +13,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import check_int
-from ..errors import TeacherError, TeacherTypeError
+from ..._checks import check_int
+from ...errors import TeacherError, TeacherTypeError
+from .checks import Teacher, check_learner, check_weights
 from .learners import LinearLearner, Softmax, check_lr
-from .teachers import Teacher, _check_learner, _check_weights
 
 __all__ = ["History", "run"]
 
@@ -60,8 +60,7 @@ def run(
         A :class:`History`.
 
     Example:
-        >>> from torchdht.linear.learners import LR
-        >>> from torchdht.linear.teachers import IMTTeacher
+        >>> from torchdht.linear.omniscient import LR, IMTTeacher
         >>> x = torch.tensor([[1.0, 0.5], [-1.0, 0.2], [0.3, -1.0]])
         >>> y = torch.tensor([1.0, -1.0, -1.0])
         >>> ws = torch.tensor([2.0, 1.0])
@@ -69,7 +68,7 @@ def run(
         >>> bool(h.distance[-1] < h.distance[0]), h.accuracy.shape
         (True, torch.Size([21]))
     """
-    _check_learner(learner)
+    check_learner(learner)
     if not callable(getattr(teacher, "propose", None)):
         raise TeacherTypeError(
             f"teacher must have a propose(w) method, got {type(teacher).__name__}"
@@ -79,8 +78,8 @@ def run(
     if not isinstance(w0, Tensor) or not w0.is_floating_point():
         raise TeacherTypeError("w0 must be a floating-point tensor")
     dim = w0.shape[-1]
-    _check_weights(learner, w0, dim, "w0")
-    _check_weights(learner, w_star, dim, "w_star")
+    check_weights(learner, w0, dim, "w0")
+    check_weights(learner, w_star, dim, "w_star")
     if w_star.dtype != w0.dtype:
         raise TeacherTypeError(
             f"w0 ({w0.dtype}) and w_star ({w_star.dtype}) must have the same dtype"

@@ -37,6 +37,12 @@ with ``h = (W - W*) x``, ``n = |x|^2`` and ``H = d a / d logits``::
     df/dx  = W^T H (2 lr^2 n a - 2 lr h) + 2 lr^2 |a|^2 x - 2 lr (W - W*)^T a
     df/dy  = (d a / d y)^T (2 lr^2 n a - 2 lr h)
 
+The unchecked batched kernel every learner is built from (``matrix``,
+``matrix_logits``, ``target_rows``, ``logit_loss``, ``logit_grad``,
+``logit_hvp``, ``label_vjp``, ``label_fg``) is public: :func:`fit_w_star`,
+label synthesis and the unrolled teachers (:mod:`torchdht.linear.unrolled`)
+use it, and a new learner defines the four ``logit_*``/``label_vjp`` hooks.
+
 Labels given as data (teachers' pools, test sets, :func:`fit_w_star`) are
 checked strictly with :meth:`LinearLearner.check_labels`: LR needs -1/+1,
 softmax needs class indices in range, LSR needs finite reals. ``loss`` and
@@ -51,8 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_float, check_int, check_positive
-from ..errors import TargetsError, TeacherError, TeacherTypeError
+from ..._checks import check_int, check_positive
+from ...errors import TargetsError, TeacherError, TeacherTypeError
 
 __all__ = [
     "LinearLearner",
@@ -61,8 +67,9 @@ __all__ = [
     "Softmax",
     "LSR",
     "LR",
-    "fit_w_star",
     "check_lr",
+    "check_x",
+    "stable_softmax",
 ]
 
 
@@ -80,7 +87,13 @@ def check_lr(lr: float, name: str = "lr") -> float:
     return float(check_positive(lr, name))
 
 
-def _check_x(x: Tensor, name: str = "x") -> Tensor:
+def check_x(x: Tensor, name: str = "x") -> Tensor:
+    """``x`` as (N, D): a floating-point tensor, a single (D,) row read as N = 1.
+
+    Example:
+        >>> check_x(torch.ones(3)).shape
+        torch.Size([1, 3])
+    """
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TeacherTypeError(f"{name} must be a floating-point tensor of shape (N, D) or (D,)")
     if x.dim() == 1:
@@ -90,7 +103,13 @@ def _check_x(x: Tensor, name: str = "x") -> Tensor:
     return x
 
 
-def _softmax(z: Tensor) -> Tensor:
+def stable_softmax(z: Tensor) -> Tensor:
+    """Softmax over the last dimension, written out (max-shifted exponentials).
+
+    Example:
+        >>> stable_softmax(torch.zeros(1, 2))
+        tensor([[0.5000, 0.5000]])
+    """
     # Written out: on small tensors torch.softmax can pay a multi-thread barrier (milliseconds
     # on a busy machine), which dominates the iterative solvers' many tiny steps.
     e = (z - z.amax(-1, keepdim=True)).exp()
@@ -100,9 +119,10 @@ def _softmax(z: Tensor) -> Tensor:
 class LinearLearner:
     """Base class of the linear learners; the instances hold no state but the class count.
 
-    Subclasses define the loss through its logits: ``_loss``, ``_dlogits``
-    (``a``), ``_hvp`` (``H v``) and ``_label_vjp`` (``(da/dy)^T v``); the rest
-    (shapes, checks, the greedy objective and its gradients) lives here.
+    Subclasses define the loss through its logits: ``logit_loss``, ``logit_grad``
+    (``a``), ``logit_hvp`` (``H v``) and ``label_vjp`` (``(da/dy)^T v``); the rest
+    (shapes, checks, the greedy objective and its gradients) lives here. The
+    kernel methods (``matrix`` ... ``label_fg``) do not check their arguments.
     """
 
     name: str = "linear"
@@ -137,25 +157,27 @@ class LinearLearner:
         u = torch.rand(self.weight_shape(dim), generator=generator, dtype=dtype)
         return (2.0 * u - 1.0) * bound
 
-    def _matrix(self, w: Tensor) -> Tensor:
+    def matrix(self, w: Tensor) -> Tensor:
         """``w`` as (K, D) or, batched, (N, K, D)."""
         return w.unsqueeze(-2)
 
-    def _check_w(self, w: Tensor, n: int | None, dim: int, name: str = "w") -> Tensor:
+    def check_w(self, w: Tensor, n: int | None, dim: int, name: str = "w") -> Tensor:
+        """``w`` checked (``weight_shape(dim)``, or (n, *shape) with ``n``) as :meth:`matrix`."""
         if not isinstance(w, Tensor) or not w.is_floating_point():
             raise TeacherTypeError(f"{name} must be a floating-point tensor")
         base = self.weight_shape(dim)
         if tuple(w.shape) == base:
-            return self._matrix(w)
+            return self.matrix(w)
         if n is not None and tuple(w.shape) == (n, *base):
-            return self._matrix(w)
+            return self.matrix(w)
         expect = f"{base}" + (f" or {(n, *base)}" if n is not None else "")
         raise TeacherError(
             f"{name} has shape {tuple(w.shape)} but x has D={dim} features; the {self.name} "
             f"learner expects {name} of shape {expect}"
         )
 
-    def _logits(self, wm: Tensor, x: Tensor) -> Tensor:
+    def matrix_logits(self, wm: Tensor, x: Tensor) -> Tensor:
+        """Logits (N, K) of ``x`` (N, D) for ``wm`` (K, D) or, one per row, (N, K, D)."""
         if wm.dim() == 2:
             return x @ wm.T
         return torch.einsum("nkd,nd->nk", wm, x)
@@ -177,7 +199,7 @@ class LinearLearner:
         """
         raise NotImplementedError
 
-    def _check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
+    def check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
         """Lenient check used by ``loss`` & co.: shape, finiteness, and the label set."""
         raise NotImplementedError
 
@@ -215,30 +237,34 @@ class LinearLearner:
         """
         return y.clamp(-norm, norm)
 
-    def _target(self, y: Tensor, dtype: torch.dtype) -> Tensor:
+    def target_rows(self, y: Tensor, dtype: torch.dtype) -> Tensor:
         """Labels as (N, K) float."""
         return y.to(dtype).unsqueeze(-1)
 
     # ----------------------------------------------------------- the learner
     def _prep(self, w: Tensor, x: Tensor, y: Tensor, batched_w: bool) -> tuple[Tensor, ...]:
-        x = _check_x(x)
+        x = check_x(x)
         n, d = x.shape
-        wm = self._check_w(w, n if batched_w else None, d)
+        wm = self.check_w(w, n if batched_w else None, d)
         if wm.dtype != x.dtype:
             raise TeacherTypeError(f"w ({wm.dtype}) and x ({x.dtype}) must have the same dtype")
-        y = self._check_y(y, n)
-        return wm, x, self._target(y, x.dtype)
+        y = self.check_y(y, n)
+        return wm, x, self.target_rows(y, x.dtype)
 
-    def _loss(self, logits: Tensor, t: Tensor) -> Tensor:
+    def logit_loss(self, logits: Tensor, t: Tensor) -> Tensor:
+        """The loss per row from logits (..., K) and targets ``t`` (:meth:`target_rows`)."""
         raise NotImplementedError
 
-    def _dlogits(self, logits: Tensor, t: Tensor) -> Tensor:
+    def logit_grad(self, logits: Tensor, t: Tensor) -> Tensor:
+        """``a = dl/dlogits``, shaped like ``logits``."""
         raise NotImplementedError
 
-    def _hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+    def logit_hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """``H v`` with ``H = d a / d logits``."""
         raise NotImplementedError
 
-    def _label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+    def label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """``(d a / d y)^T v``, shaped like the label."""
         raise NotImplementedError
 
     def logits(self, w: Tensor, x: Tensor) -> Tensor:
@@ -248,8 +274,8 @@ class LinearLearner:
             >>> LR.logits(torch.tensor([1.0, 2.0]), torch.tensor([[1.0, 1.0]]))
             tensor([[3.]])
         """
-        x = _check_x(x)
-        return self._logits(self._check_w(w, x.shape[0], x.shape[1]), x)
+        x = check_x(x)
+        return self.matrix_logits(self.check_w(w, x.shape[0], x.shape[1]), x)
 
     def loss(self, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """Per-example loss, shape (N,).
@@ -264,7 +290,7 @@ class LinearLearner:
             tensor([0.6931])
         """
         wm, x, t = self._prep(w, x, y, batched_w=False)
-        return self._loss(self._logits(wm, x), t)
+        return self.logit_loss(self.matrix_logits(wm, x), t)
 
     def grad(self, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """Per-example gradient of the loss with respect to ``w``, shape (N, *w.shape).
@@ -274,7 +300,7 @@ class LinearLearner:
             tensor([[-1., -2.]])
         """
         wm, x, t = self._prep(w, x, y, batched_w=False)
-        a = self._dlogits(self._logits(wm, x), t)
+        a = self.logit_grad(self.matrix_logits(wm, x), t)
         g = a.unsqueeze(-1) * x.unsqueeze(-2)
         return g.reshape(x.shape[0], *w.shape)
 
@@ -306,7 +332,7 @@ class LinearLearner:
             ...             torch.tensor([1.0, -1.0]))
             0.5
         """
-        x = _check_x(x)
+        x = check_x(x)
         y = self.check_labels(y, x.shape[0])
         pred = self.predict(w, x)
         return float((pred == y.to(pred.dtype)).double().mean())
@@ -356,10 +382,10 @@ class LinearLearner:
         """
         lr = check_lr(lr)
         wm, x, t = self._prep(w, x, y, batched_w=True)
-        dm = wm - self._check_w(w_star, x.shape[0], x.shape[1], name="w_star")
-        logits = self._logits(wm, x)
-        a = self._dlogits(logits, t)
-        h = self._logits(dm, x)
+        dm = wm - self.check_w(w_star, x.shape[0], x.shape[1], name="w_star")
+        logits = self.matrix_logits(wm, x)
+        a = self.logit_grad(logits, t)
+        h = self.matrix_logits(dm, x)
         n = x.pow(2).sum(-1)
         a_sq = a.pow(2).sum(-1)
         f = lr * lr * a_sq * n - 2.0 * lr * (a * h).sum(-1)
@@ -367,7 +393,7 @@ class LinearLearner:
             return f, torch.empty(0)
         v = (2.0 * lr * lr) * n.unsqueeze(-1) * a - (2.0 * lr) * h
         dx = (
-            self._wt(wm, self._hvp(logits, t, v))
+            self._wt(wm, self.logit_hvp(logits, t, v))
             + (2.0 * lr * lr) * a_sq.unsqueeze(-1) * x
             - (2.0 * lr) * self._wt(dm, a)
         )
@@ -389,20 +415,20 @@ class LinearLearner:
         """
         lr = check_lr(lr)
         wm, x, t = self._prep(w, x, y, batched_w=True)
-        dm = wm - self._check_w(w_star, x.shape[0], x.shape[1], name="w_star")
-        return self._label_fg(wm, dm, x, t, lr)
+        dm = wm - self.check_w(w_star, x.shape[0], x.shape[1], name="w_star")
+        return self.label_fg(wm, dm, x, t, lr)
 
-    def _label_fg(
+    def label_fg(
         self, wm: Tensor, dm: Tensor, x: Tensor, t: Tensor, lr: float
     ) -> tuple[Tensor, Tensor]:
         """Unchecked core of :meth:`label_objective_and_grad` (``t`` as (N, K) floats)."""
-        logits = self._logits(wm, x)
-        a = self._dlogits(logits, t)
-        h = self._logits(dm, x)
+        logits = self.matrix_logits(wm, x)
+        a = self.logit_grad(logits, t)
+        h = self.matrix_logits(dm, x)
         n = x.pow(2).sum(-1)
         f = lr * lr * a.pow(2).sum(-1) * n - 2.0 * lr * (a * h).sum(-1)
         v = (2.0 * lr * lr) * n.unsqueeze(-1) * a - (2.0 * lr) * h
-        return f, self._label_vjp(logits, t, v)
+        return f, self.label_vjp(logits, t, v)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -411,7 +437,7 @@ class LinearLearner:
 class _ScalarLabels(LinearLearner):
     """Shared label handling of LSR and LR: one real label per example."""
 
-    def _check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
+    def check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
         if not isinstance(y, Tensor):
             raise TeacherTypeError(f"{name} must be a tensor of shape ({n},)")
         if y.dim() == 0:
@@ -453,18 +479,18 @@ class LeastSquares(_ScalarLabels):
         """
         if not isinstance(y, Tensor) or not y.is_floating_point() or y.dim() != 1:
             raise TeacherTypeError(f"{name} must be a floating-point tensor of shape (N,) for LSR")
-        return self._check_y(y, y.shape[0] if n is None else n, name)
+        return self.check_y(y, y.shape[0] if n is None else n, name)
 
-    def _loss(self, logits: Tensor, t: Tensor) -> Tensor:
+    def logit_loss(self, logits: Tensor, t: Tensor) -> Tensor:
         return 0.5 * (logits - t).pow(2).sum(-1)
 
-    def _dlogits(self, logits: Tensor, t: Tensor) -> Tensor:
+    def logit_grad(self, logits: Tensor, t: Tensor) -> Tensor:
         return logits - t
 
-    def _hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+    def logit_hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
         return v
 
-    def _label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+    def label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
         return -v.squeeze(-1)
 
 
@@ -489,7 +515,7 @@ class Logistic(_ScalarLabels):
         """
         if not isinstance(y, Tensor) or y.dim() != 1:
             raise TeacherTypeError(f"{name} must be a tensor of shape (N,) with values -1 or +1")
-        y = self._check_y(y, y.shape[0] if n is None else n, name)
+        y = self.check_y(y, y.shape[0] if n is None else n, name)
         bad = y[(y != 1) & (y != -1)]
         if bad.numel():
             raise TargetsError(
@@ -499,17 +525,17 @@ class Logistic(_ScalarLabels):
             )
         return y
 
-    def _loss(self, logits: Tensor, t: Tensor) -> Tensor:
+    def logit_loss(self, logits: Tensor, t: Tensor) -> Tensor:
         return F.softplus(-t * logits).sum(-1)
 
-    def _dlogits(self, logits: Tensor, t: Tensor) -> Tensor:
+    def logit_grad(self, logits: Tensor, t: Tensor) -> Tensor:
         return -t * torch.sigmoid(-t * logits)
 
-    def _hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+    def logit_hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
         s = torch.sigmoid(-t * logits)
         return t * t * s * (1.0 - s) * v
 
-    def _label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+    def label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
         s = torch.sigmoid(-t * logits)
         da_dy = -s + t * logits * s * (1.0 - s)
         return (da_dy * v).squeeze(-1)
@@ -543,7 +569,7 @@ class Softmax(LinearLearner):
     def weight_shape(self, dim: int) -> tuple[int, ...]:
         return (self.num_outputs, dim)
 
-    def _matrix(self, w: Tensor) -> Tensor:
+    def matrix(self, w: Tensor) -> Tensor:
         return w
 
     def targets(self, classes: Tensor) -> Tensor:
@@ -591,9 +617,9 @@ class Softmax(LinearLearner):
         """
         if not isinstance(y, Tensor) or y.dim() not in (1, 2):
             raise TeacherTypeError(f"{name} must be class indices (N,) or soft labels (N, C)")
-        return self._check_y(y, y.shape[0] if n is None else n, name)
+        return self.check_y(y, y.shape[0] if n is None else n, name)
 
-    def _check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
+    def check_y(self, y: Tensor, n: int, name: str = "y") -> Tensor:
         c = self.num_outputs
         if not isinstance(y, Tensor):
             raise TeacherTypeError(f"{name} must be a tensor")
@@ -621,23 +647,23 @@ class Softmax(LinearLearner):
             )
         return y
 
-    def _target(self, y: Tensor, dtype: torch.dtype) -> Tensor:
+    def target_rows(self, y: Tensor, dtype: torch.dtype) -> Tensor:
         if y.is_floating_point():
             return y.to(dtype)
         return F.one_hot(y, self.num_outputs).to(dtype)
 
-    def _loss(self, logits: Tensor, t: Tensor) -> Tensor:
+    def logit_loss(self, logits: Tensor, t: Tensor) -> Tensor:
         return t.sum(-1) * torch.logsumexp(logits, -1) - (t * logits).sum(-1)
 
-    def _dlogits(self, logits: Tensor, t: Tensor) -> Tensor:
-        return _softmax(logits) * t.sum(-1, keepdim=True) - t
+    def logit_grad(self, logits: Tensor, t: Tensor) -> Tensor:
+        return stable_softmax(logits) * t.sum(-1, keepdim=True) - t
 
-    def _hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
-        p = _softmax(logits)
+    def logit_hvp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        p = stable_softmax(logits)
         return t.sum(-1, keepdim=True) * (p * v - p * (p * v).sum(-1, keepdim=True))
 
-    def _label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
-        p = _softmax(logits)
+    def label_vjp(self, logits: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        p = stable_softmax(logits)
         return (p * v).sum(-1, keepdim=True) - v
 
     def predict(self, w: Tensor, x: Tensor) -> Tensor:
@@ -656,7 +682,7 @@ class Softmax(LinearLearner):
             >>> Softmax(2).accuracy(torch.eye(2), torch.eye(2), torch.tensor([0, 0]))
             0.5
         """
-        x = _check_x(x)
+        x = check_x(x)
         y = self.check_labels(y, x.shape[0])
         if y.is_floating_point():
             y = y.argmax(-1)
@@ -667,97 +693,3 @@ LSR = LeastSquares()
 """The least-squares regression learner."""
 LR = Logistic()
 """The binary logistic regression learner (labels -1/+1)."""
-
-
-def fit_w_star(
-    learner: LinearLearner,
-    x: Tensor,
-    y: Tensor,
-    l2: float = 1e-3,
-    w0: Tensor | None = None,
-    max_iter: int = 100,
-) -> Tensor:
-    """The teaching target: the learner trained to convergence on ``(x, y)``.
-
-    Minimises ``mean_j loss(w; x_j, y_j) + (l2 / 2) |w|^2`` by damped Newton
-    steps (exact Hessian, which is tiny: (K D)^2; Armijo backtracking) in
-    float64, from ``w0``, until the gradient vanishes to rounding. With
-    ``l2 > 0`` the problem is strictly convex, so the result is the unique
-    minimiser and does not depend on ``w0``: this is our stopping rule for
-    data on which unregularised logistic regression would grow its weights
-    without bound (with ``l2 = 0`` on separable data it stops at ``max_iter``).
-
-    Args:
-        learner: the learner.
-        x: training inputs (N, D), finite, N >= 1.
-        y: training labels, checked with ``learner.check_labels``.
-        l2: the L2 coefficient (default: 1e-3); 0 gives plain ERM.
-        w0: initial weights (default: zeros).
-        max_iter: Newton iterations at most (default: 100).
-
-    Returns:
-        ``w*`` with the dtype of ``x``.
-
-    Example:
-        >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-        >>> y = x @ torch.tensor([2.0, -1.0])
-        >>> fit_w_star(LSR, x, y, l2=0.0)
-        tensor([ 2., -1.])
-    """
-    if not isinstance(learner, LinearLearner):
-        raise TeacherTypeError(f"learner must be a LinearLearner, got {type(learner).__name__}")
-    x = _check_x(x)
-    if x.shape[0] == 0:
-        raise TeacherError("x is empty: fitting w* needs at least one example")
-    if not bool(torch.isfinite(x).all()):
-        raise TeacherError("x contains NaN or inf")
-    y = learner.check_labels(y, x.shape[0])
-    l2 = check_float(l2, "l2", 0.0, finite=False)
-    shape = learner.weight_shape(x.shape[1])
-    x64 = x.double()
-    y64 = y.double() if y.is_floating_point() else y
-    t64 = learner._target(y64, torch.float64)
-    if w0 is None:
-        flat = torch.zeros(shape, dtype=torch.float64).flatten()
-    else:
-        learner._check_w(w0, None, x.shape[1], name="w0")
-        flat = w0.detach().double().flatten().clone()
-    k = learner.num_outputs
-    eye_k = torch.eye(k, dtype=torch.float64)
-    n = x64.shape[0]
-
-    def value(v: Tensor) -> float:
-        wm = learner._matrix(v.reshape(shape))
-        return float(learner._loss(learner._logits(wm, x64), t64).mean() + 0.5 * l2 * v.dot(v))
-
-    def grad_hess(v: Tensor) -> tuple[Tensor, Tensor]:
-        wm = learner._matrix(v.reshape(shape))
-        logits = learner._logits(wm, x64)
-        a = learner._dlogits(logits, t64)
-        g = (a.unsqueeze(-1) * x64.unsqueeze(-2)).mean(0).flatten() + l2 * v
-        hl = torch.stack(
-            [learner._hvp(logits, t64, eye_k[i].expand_as(logits)) for i in range(k)], -1
-        )
-        hess = torch.einsum("nab,nd,ne->adbe", hl, x64, x64).reshape(v.numel(), v.numel())
-        return g, hess / n + l2 * torch.eye(v.numel(), dtype=torch.float64)
-
-    f = value(flat)
-    for _ in range(max_iter):
-        g, hess = grad_hess(flat)
-        if float(g.abs().max()) <= 1e-13 * max(1.0, abs(f)):
-            break
-        step = torch.linalg.lstsq(hess, g.unsqueeze(-1)).solution.squeeze(-1)
-        slope = float(g.dot(step))
-        if not slope > 0:  # not a descent direction (singular Hessian): fall back to -g
-            step, slope = g, float(g.dot(g))
-        t = 1.0
-        cand = flat - step
-        f_new = value(cand)
-        while f_new > f - 1e-4 * t * slope and t > 1e-10:
-            t *= 0.5
-            cand = flat - t * step
-            f_new = value(cand)
-        if not f_new < f:  # no progress left at this precision
-            break
-        flat, f = cand, f_new
-    return flat.reshape(shape).to(x.dtype)

@@ -33,22 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_float, check_int
-from ..errors import TeacherError, TeacherTypeError
-from .generative import (
-    GenerativeFitHistory,
-    VAETeacher,
-    _describe,
-    _digest,
-    _fit,
-    _GenerativeTeacher,
-    _outer_step,
-    _plain_step,
-    vae_phi,
-)
-from .learners import LinearLearner
-from .parameterized import TransformTeacher, _UnrolledTeacher, check_config
-from .teachers import Pool, _check_pool, _check_weights, _generator
+from ..._checks import check_float, check_int
+from ...errors import TeacherError, TeacherTypeError
+from ..omniscient.checks import Pool, check_pool, check_weights, make_generator
+from ..omniscient.learners import LinearLearner
+from .base import FitHistory, UnrolledTeacher, check_config
+from .networks import describe, digest
+from .policies import TransformTeacher
+from .vae import VAETeacher, vae_phi
 
 __all__ = ["PrivacyTeacher", "private_transform_teacher"]
 
@@ -64,8 +56,8 @@ class PrivacyTeacher:
         teacher: the wrapped teacher: an unrolled one
             (:class:`~torchdht.linear.TransformTeacher`,
             :class:`~torchdht.linear.BlackBoxTeacher`,
-            :class:`~torchdht.linear.generative.GANTeacher`,
-            :class:`~torchdht.linear.generative.VAETeacher`), which
+            :class:`~torchdht.linear.GANTeacher`,
+            :class:`~torchdht.linear.VAETeacher`), which
             :meth:`fit` trains with the hinge, or any object with
             ``propose(w)`` (then only the hard check applies). The privacy
             teacher owns it from now on (it trains it and draws from it).
@@ -74,7 +66,7 @@ class PrivacyTeacher:
         eps: the minimum distance in ``phi``-space, > 0.
         phi: the fixed feature map, any callable (N, D) -> (N, F) (or (N, ...),
             flattened). Default: the encoder mean of the wrapped VAE teacher's
-            VAE (:func:`~torchdht.linear.generative.vae_phi`) when its samples
+            VAE (:func:`~torchdht.linear.unrolled.vae.vae_phi`) when its samples
             are the learner's features; otherwise the identity (Euclidean
             distance in input space). An ``nn.Module`` is copied and frozen;
             a plain callable is used as is (keep its parameters frozen).
@@ -95,7 +87,7 @@ class PrivacyTeacher:
             than it was given.
 
     Example:
-        >>> from torchdht.linear.learners import LR
+        >>> from torchdht.linear.omniscient import LR
         >>> from torchdht.linear import TransformTeacher
         >>> x = torch.randn(64, 2); y = torch.where(x[:, 0] > 0, 1.0, -1.0)
         >>> inner = TransformTeacher(LR, (x, y), 0.1, w_star=torch.tensor([3.0, 0.0]),
@@ -140,7 +132,7 @@ class PrivacyTeacher:
             pool = (tx, ty)  # the wrapped teacher's own pool (unrolled teachers, SGD, IMT, ...)
         elif pool is not None:
             if isinstance(learner, LinearLearner):
-                pool = _check_pool(learner, pool)
+                pool = check_pool(learner, pool)
             elif not isinstance(pool, (tuple, list)) or len(pool) != 2 or \
                     not isinstance(pool[0], Tensor) or pool[0].dim() != 2 or \
                     not pool[0].is_floating_point() or len(pool[1]) != pool[0].shape[0]:
@@ -154,11 +146,11 @@ class PrivacyTeacher:
         self.dim = self.privacy_set.shape[1]
         self.learner = learner
         self.phi = self._resolve_phi(phi)
-        self._phi_name = _describe(phi) if phi is not None else _describe(self.phi)
+        self._phi_name = describe(phi) if phi is not None else describe(self.phi)
         with torch.no_grad():
             self._private = self._features(self.privacy_set, "privacy_set")
         self._private64 = self._private.double()
-        self.generator = _generator(seed)
+        self.generator = make_generator(seed)
         self._pool: Pool | None = None
         self._safe = torch.zeros(0, dtype=torch.long)
         if pool is not None:
@@ -237,7 +229,7 @@ class PrivacyTeacher:
 
         Example:
             >>> from torchdht.linear import SGDTeacher
-            >>> from torchdht.linear.learners import LR
+            >>> from torchdht.linear.omniscient import LR
             >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0]]); y = torch.tensor([1.0, -1.0])
             >>> t = PrivacyTeacher(SGDTeacher(LR, (x, y), seed=0), torch.zeros(1, 2), 1.0)
             >>> t.min_distance(x)
@@ -253,7 +245,7 @@ class PrivacyTeacher:
 
         Example:
             >>> from torchdht.linear import SGDTeacher
-            >>> from torchdht.linear.learners import LR
+            >>> from torchdht.linear.omniscient import LR
             >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0]]); y = torch.tensor([1.0, -1.0])
             >>> t = PrivacyTeacher(SGDTeacher(LR, (x, y), seed=0), torch.zeros(1, 2), 1.0)
             >>> t.satisfies(x)
@@ -268,7 +260,7 @@ class PrivacyTeacher:
 
         Example:
             >>> from torchdht.linear import SGDTeacher
-            >>> from torchdht.linear.learners import LR
+            >>> from torchdht.linear.omniscient import LR
             >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0]]); y = torch.tensor([1.0, -1.0])
             >>> t = PrivacyTeacher(SGDTeacher(LR, (x, y), seed=0), torch.zeros(1, 2), 1.0)
             >>> t.hinge(torch.tensor([[0.6, 0.0]]))
@@ -280,7 +272,7 @@ class PrivacyTeacher:
         return self.penalty * F.relu(self.eps - d)
 
     # ---------------------------------------------------------------- training
-    def fit(self, iters: int = 1000, progress: bool = False) -> GenerativeFitHistory:
+    def fit(self, iters: int = 1000, progress: bool = False) -> FitHistory:
         """Train the wrapped teacher's policy with the hinge added to each unrolled step.
 
         Args:
@@ -288,7 +280,7 @@ class PrivacyTeacher:
             progress: show a tqdm bar.
 
         Returns:
-            A :class:`~torchdht.linear.generative.GenerativeFitHistory`
+            A :class:`~torchdht.linear.unrolled.base.FitHistory`
             (``penalty``: the summed hinge per outer iteration).
 
         Raises:
@@ -296,11 +288,9 @@ class PrivacyTeacher:
         """
         t = self.teacher
         pen = self.hinge if self.penalty else None
-        if isinstance(t, _GenerativeTeacher):
-            return t._fit(iters, progress, pen)
-        if isinstance(t, _UnrolledTeacher):
-            step = _plain_step(t)
-            return _fit(t, iters, progress, lambda: _outer_step(t, step, 0, pen, None))
+        if isinstance(t, UnrolledTeacher):
+            # each outer iteration under a forked, seeded global RNG, whatever the policy
+            return t.fit(iters, progress, penalty=pen, isolate_rng=True)
         raise TeacherTypeError(
             f"fit: the wrapped {type(t).__name__} has no trainable policy; wrap a "
             "TransformTeacher, BlackBoxTeacher, GANTeacher or VAETeacher to train with the hinge"
@@ -381,7 +371,7 @@ class PrivacyTeacher:
                 (nothing is emitted then).
         """
         if isinstance(self.learner, LinearLearner):
-            _check_weights(self.learner, w, self.dim, "w")
+            check_weights(self.learner, w, self.dim, "w")
         self.stats["proposals"] += 1
         x, y = self.teacher.propose(w)
         with torch.no_grad():
@@ -422,7 +412,7 @@ class PrivacyTeacher:
             "resamples": self.resamples,
             "repair_steps": self.repair_steps,
             "directions": self.directions,
-            "privacy_set": [list(self.privacy_set.shape), _digest(self.privacy_set)],
+            "privacy_set": [list(self.privacy_set.shape), digest(self.privacy_set)],
             "phi": self._phi_name,
             "teacher": inner,
         }
@@ -484,7 +474,7 @@ def private_transform_teacher(
         **kwargs: passed to :class:`~torchdht.linear.TransformTeacher`.
 
     Example:
-        >>> from torchdht.linear.learners import LR
+        >>> from torchdht.linear.omniscient import LR
         >>> x = torch.randn(32, 2); y = torch.where(x[:, 0] > 0, 1.0, -1.0)
         >>> t = private_transform_teacher(LR, (x, y), 0.1, w_star=torch.ones(2),
         ...                               privacy_set=x[:3], eps=0.3, unroll=4, seed=0)
