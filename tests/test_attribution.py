@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from torchdht.experiments import attribution as att
+from torchdht.experiments._core import parse_config
 
 from conftest import data_root
 
@@ -50,7 +51,7 @@ def test_quick_mode_runs_and_resumes(tmp_path: Path) -> None:
             "--out", str(tmp_path)]
     if not (root / "cifar10-jpeg" / "train").is_dir():
         argv.append("--fake-data")
-    res = att.main(argv)
+    res = att.run(parse_config(att, argv))
     assert len(res["mnist"]) == 8 and len(res["cifar"]) == 6
     sgd = next(r for r in res["mnist"] if r["condition"] == "sgd")
     assert sgd["n_seeds"] == 2 and sgd["acc_mean"] > 15.0  # above chance after 100 steps
@@ -65,12 +66,13 @@ def test_quick_mode_runs_and_resumes(tmp_path: Path) -> None:
     text = (tmp_path / "conclusion.md").read_text()
     assert "What causes the gain" in text and "Time taken" in text
     # A second invocation reuses every saved run.
-    again = att.main(argv)
+    again = att.run(parse_config(att, argv))
     assert again["timings"]["mnist"]["runs_reused"] == 16
     assert again["timings"]["cifar"]["runs_reused"] == 6
     assert [r["acc_mean"] for r in again["mnist"]] == [r["acc_mean"] for r in res["mnist"]]
     # More seeds later: the saved seeds are reused, only the new ones run.
-    more = att.main([*argv, "--parts", "mnist", "--conditions", "sgd", "--seeds", "3"])
+    more = att.run(parse_config(att, [*argv, "--parts", "mnist", "--conditions", "sgd",
+                                      "--seeds", "3"]))
     assert more["timings"]["mnist"]["runs_reused"] == 2
     assert more["timings"]["mnist"]["runs"] == 3
 

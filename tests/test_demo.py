@@ -16,6 +16,7 @@ pytest.importorskip("tqdm")
 
 from torchdht import demo  # noqa: E402
 from torchdht.__main__ import main  # noqa: E402
+from torchdht.experiments._core import mnist_root as resolve_mnist_root  # noqa: E402
 
 from conftest import data_root  # noqa: E402
 
@@ -44,7 +45,8 @@ def _check_outputs(out: Path, methods: list[str]) -> list[dict[str, str]]:
 
 def test_run_demo_digits(tmp_path: Path) -> None:
     out = tmp_path / "nested" / "demo"
-    rows = demo.run_demo(iters=30, seeds=1, eval_every=10, out=out, progress=False, echo=False)
+    rows = demo.run(demo.DemoConfig(iters=30, seeds=1, eval_every=10, out=out, progress=False,
+                                    echo=False))
     methods = list(demo.METHODS)
     csv_rows = _check_outputs(out, methods)
     assert [r["method"] for r in rows] == methods
@@ -65,8 +67,8 @@ def test_run_demo_digits(tmp_path: Path) -> None:
 def test_same_seed_is_reproducible() -> None:
     kw = dict(iters=15, seeds=2, eval_every=5, methods=["sgd", "random"], out=None,
               progress=False, echo=False)
-    first = demo.run_demo(**kw)
-    second = demo.run_demo(**kw)
+    first = demo.run(demo.DemoConfig(**kw))
+    second = demo.run(demo.DemoConfig(**kw))
     for a, b in zip(first, second):
         assert a["curves"] == b["curves"]
 
@@ -100,7 +102,8 @@ def test_missing_data_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     missing = tmp_path / "no-such-folder"
     out = tmp_path / "out"
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
-        demo.run_demo(iters=5, seeds=1, data_root=missing, out=out, progress=False, echo=False)
+        demo.run(demo.DemoConfig(iters=5, seeds=1, data_root=missing, out=out, progress=False,
+                                 echo=False))
     assert not out.exists()  # fails before writing anything
     assert main(["demo", "--quiet", "--data-root", str(missing), "--out", str(out)]) == 1
     err = capsys.readouterr().err
@@ -108,7 +111,8 @@ def test_missing_data_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_data_root_without_mnist(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="holds no MNIST/raw"):
+    where = re.escape(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"MNIST/raw not found under {where}"):
         demo.load_data(tmp_path)
 
 
@@ -123,9 +127,9 @@ def test_env_var_sets_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 def test_run_demo_mnist(tmp_path: Path, mnist_root: Path) -> None:
     """On the offline MNIST under ``$TORCHDHT_DATA`` (else ``../shared/data``); skips without."""
     pytest.importorskip("torchvision")
-    assert demo._resolve_mnist_root(mnist_root / "MNIST") == mnist_root
-    rows = demo.run_demo(iters=10, seeds=1, eval_every=5, data_root=mnist_root, out=tmp_path,
-                         progress=False, echo=False)
+    assert resolve_mnist_root(mnist_root / "MNIST") == mnist_root
+    rows = demo.run(demo.DemoConfig(iters=10, seeds=1, eval_every=5, data_root=mnist_root,
+                                    out=tmp_path, progress=False, echo=False))
     assert all(r["dataset"] == "mnist" for r in rows)
     _check_outputs(tmp_path, list(demo.METHODS))
 

@@ -113,27 +113,31 @@ def test_demo_log_has_no_carriage_returns_and_explains_random(tmp_path: Path) ->
 
 def test_demo_bar_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from torchdht.demo import RANDOM_NOTE, run_demo
+    from torchdht.demo import RANDOM_NOTE, DemoConfig, run
 
     kw = dict(iters=4, seeds=1, eval_every=2, methods=["sgd"], out=None, echo=False)
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    run_demo(progress=True, **kw)
+    run(DemoConfig(progress=True, **kw))
     assert "\r" in terminal.getvalue()  # a terminal gets the bar
     quiet = _Terminal()
     monkeypatch.setattr(sys, "stderr", quiet)
-    run_demo(progress=False, **kw)  # --quiet / --no-progress
+    run(DemoConfig(progress=False, **kw))  # --no-progress (or the older --quiet)
     assert quiet.getvalue() == ""
     monkeypatch.undo()
-    run_demo(**{**kw, "echo": True})  # no random row: no note
+    run(DemoConfig(**{**kw, "echo": True}))  # no random row: no note
     assert RANDOM_NOTE not in capsys.readouterr().out
 
 
-def test_demo_no_progress_is_an_alias_of_quiet() -> None:
-    from torchdht.__main__ import _build_parser
+def test_demo_quiet_is_an_older_spelling_of_no_progress() -> None:
+    from torchdht import demo
+    from torchdht.experiments._core import build_parser
 
-    args = _build_parser().parse_args(["demo", "--no-progress"])
-    assert args.quiet is True
+    parser = build_parser(demo, "python -m torchdht demo")
+    assert parser.parse_args(["--quiet"]).no_progress is True
+    assert parser.parse_args(["--no-progress"]).no_progress is True
+    assert parser.parse_args([]).no_progress is False
+    assert demo.config_from_args(parser.parse_args(["--quiet"])).progress is False
 
 
 def test_linear_teacher_bar_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:

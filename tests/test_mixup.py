@@ -578,12 +578,13 @@ def test_readme_python_blocks_run():
 # ------------------------------------------------------------------ experiment
 def test_experiment_smoke_on_fake_data(tmp_path, capsys):
     from torchdht.experiments import mixup as exp
+    from torchdht.experiments._core import parse_config
 
     methods = exp.METHODS + exp.EXTRA_METHODS
-    rows = exp.main(["--fake-data", "--train-size", "96", "--val-size", "32", "--test-size",
-                     "32", "--epochs", "2", "--batch-size", "32", "--out", str(tmp_path),
-                     "--no-progress", "--methods", ",".join(methods), "--pg-restarts", "2",
-                     "--episode-epochs", "1"])
+    rows = exp.run(parse_config(exp, [
+        "--fake-data", "--train-size", "96", "--val-size", "32", "--test-size", "32", "--epochs",
+        "2", "--batch-size", "32", "--out", str(tmp_path), "--no-progress", "--methods",
+        ",".join(methods), "--pg-restarts", "2", "--episode-epochs", "1"]))
     assert [r["method"] for r in rows] == list(methods)
     assert {"results.csv", "curves.csv", "accuracy.png", "config.json"} <= {
         p.name for p in tmp_path.iterdir()}

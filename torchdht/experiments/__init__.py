@@ -1,7 +1,12 @@
 """Reproductions of the paper's experiments: ``python -m torchdht.experiments NAME [options]``.
 
 Each experiment is a module in this package with ``DESCRIPTION``,
-``add_arguments(parser)`` and ``main(args)``; :data:`EXPERIMENTS` maps the
+``add_arguments(parser)``, ``config_from_args(args)`` (a dataclass config),
+``run(config)`` and ``main(argv) -> int``, built on the common core
+(:mod:`torchdht.experiments._core`: data, training loop, output, and the common
+flags ``--data-root``, ``--out``, ``--seeds``, ``--iters``, ``--quick``,
+``--workers``, ``--no-progress``); ``omniscient`` and ``parameterized`` still
+have the older ``main(parsed options)``. :data:`EXPERIMENTS` maps the
 subcommand name to the module, so a new experiment is one new module and one
 line here. Every experiment writes a CSV and a PNG under ``--out`` (default
 ``runs/<name>``) and prints its table.

@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from . import EXPERIMENTS
+from ._core import HelpFormatter
 
-__all__ = ["SUMMARIES", "build_parser", "listing", "main", "summary"]
+__all__ = ["SUMMARIES", "build_parser", "command_parser", "listing", "main", "run_command",
+           "summary"]
 
 SUMMARIES: dict[str, str] = {
     "omniscient": "omniscient linear teachers: SGD, IMT, DHT (Fig. 3)",
@@ -50,8 +52,26 @@ def listing(summaries: dict[str, str]) -> str:
     return "\n".join(f"{name.ljust(width)}  {text}" for name, text in summaries.items())
 
 
+def command_parser(prog: str, commands: Mapping[str, str], *, metavar: str, title: str,
+                   description: str) -> argparse.ArgumentParser:
+    """The parser that lists ``commands`` (name -> one-line summary), one line each, for
+    ``--help`` and for the usage error of an unknown name; each command parses its own
+    options (:func:`run_command`)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, usage=f"{prog} [-h] {metavar} [options]", description=description,
+        epilog=f"Options of one {metavar.lower()}: {prog} {metavar} --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(prog=prog, dest="command", metavar=metavar, title=title,
+                                description=listing(dict(commands)), help=argparse.SUPPRESS)
+    sub.required = True
+    for name in commands:
+        sub.add_parser(name, add_help=False)
+    return parser
+
+
 def build_parser(prog: str = "python -m torchdht.experiments") -> argparse.ArgumentParser:
-    """The parser with one subcommand per entry of ``EXPERIMENTS``.
+    """The parser listing the experiments of ``EXPERIMENTS``.
 
     Args:
         prog: the program name shown in usage and error messages.
@@ -60,39 +80,43 @@ def build_parser(prog: str = "python -m torchdht.experiments") -> argparse.Argum
         >>> "omniscient" in build_parser().format_help()
         True
     """
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        usage=f"{prog} [-h] EXPERIMENT [options]",
+    return command_parser(
+        prog, {n: summary(n) for n in EXPERIMENTS}, metavar="EXPERIMENT", title="experiments",
         description="Reproductions of the DHT paper's experiments; each writes CSV + PNG\n"
         "under --out and prints a table.",
-        epilog=f"Options of one experiment: {prog} EXPERIMENT --help",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(prog=prog, dest="experiment", metavar="EXPERIMENT",
-                                title="experiments",
-                                description=listing({n: summary(n) for n in EXPERIMENTS}),
-                                help=argparse.SUPPRESS)
-    sub.required = True
-    for name, path in EXPERIMENTS.items():
-        module = importlib.import_module(path)
-        p = sub.add_parser(name, description=module.DESCRIPTION)
-        module.add_arguments(p)
-        p.set_defaults(_module=module)
-    return parser
+
+
+def run_command(module_path: str, argv: Sequence[str], prog: str) -> int:
+    """Run the command of module ``module_path`` on ``argv``; returns the exit status.
+
+    A module with ``config_from_args`` is run by its ``main(argv, prog=...)``; an older
+    one (``add_arguments`` and ``main(parsed options)``) by parsing here.
+    """
+    module = importlib.import_module(module_path)
+    if hasattr(module, "config_from_args"):
+        return int(module.main(list(argv), prog=prog))
+    p = argparse.ArgumentParser(prog=prog, description=module.DESCRIPTION,
+                                formatter_class=HelpFormatter)
+    module.add_arguments(p)
+    module.main(p.parse_args(list(argv)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None,
          prog: str = "python -m torchdht.experiments") -> int:
-    """Parse ``argv`` and run the chosen experiment; returns the exit status.
+    """Run the experiment named first in ``argv``; returns the exit status.
 
     Args:
         argv: the arguments after the program name (default: None, meaning
             ``sys.argv[1:]``), the experiment's name first.
         prog: the program name shown in usage and error messages.
     """
-    args = build_parser(prog).parse_args(argv)
-    args._module.main(args)
-    return 0
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not (words and words[0] in EXPERIMENTS):
+        args, rest = build_parser(prog).parse_known_args(words)  # --help, or a usage error
+        words = [args.command, *rest]
+    return run_command(EXPERIMENTS[words[0]], words[1:], f"{prog} {words[0]}")
 
 
 if __name__ == "__main__":
