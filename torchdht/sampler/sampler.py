@@ -16,120 +16,37 @@ any network whose last layer is an ``nn.Linear`` (the head):
 Scores: ``"greedy"`` (eq. 4 on the head, with a target head from a few
 lookahead SGD steps on the pool, or a given one), ``"loss"`` (highest
 cross-entropy first) and ``"random"`` (plain shuffled batches, the baseline).
+
+The class is here; its parts live beside it: :mod:`.features` (loading the
+candidates and reading the head's input), :mod:`.scoring` (scores and the
+pick), :mod:`.state` (permutations, ranks, checkpoints) and :mod:`.checks`
+(the arguments).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import random
-import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import IterableDataset, Sampler, TensorDataset, default_collate
+from torch.utils.data import Sampler, default_collate
 
 from .._checks import (
     LearnerRate,
-    check_head,
     check_ignore_index,
     check_int,
     check_positive,
-    check_targets,
 )
 from ..errors import TeacherError, TeacherTypeError
-from ..functional.lookahead import linear_lookahead
-from ..functional.objective import linear_ce_objective
 from ..typing import LearningRate
+from .checks import check_dataset, check_model_and_head, check_w_star, learner_rate
+from .features import global_rngs_kept, head_features, load_candidates, module_device, unwrap_model
+from .scoring import SCORES, candidate_scores, pick_best
+from .state import STATE_VERSION, check_state, dist_default, rank_share
 
 __all__ = ["TeachingSampler"]
-
-_SCORES = ("greedy", "loss", "random")
-_STATE_VERSION = 1
-_CONFIG_KEYS = (
-    "dataset_len",
-    "batch_size",
-    "pool_size",
-    "num_replicas",
-    "drop_last",
-    "steps_per_epoch",
-)
-
-@contextlib.contextmanager
-def _global_rngs_kept(device: torch.device) -> Iterator[None]:
-    """Restore the global RNGs on exit: torch's CPU generator, the CUDA generator of
-    ``device`` (when it is a CUDA device), Python's ``random`` and NumPy's legacy
-    global generator (when NumPy is imported). Saving them costs a few microseconds."""
-    devices: list[int] = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    py_state = random.getstate()
-    np_random = sys.modules.get("numpy.random")
-    np_state = np_random.get_state() if np_random is not None else None
-    with torch.random.fork_rng(devices=devices, device_type="cuda"):
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            if np_random is not None:
-                np_random.set_state(np_state)
-
-
-def _qualname(obj: Any) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module to run for scoring: compiled and DDP/DP wrappers are unwrapped.
-
-    ``torch.compile`` may ignore hooks added after compilation, and a
-    ``DistributedDataParallel`` forward may run collectives (buffer broadcast);
-    the eager inner module computes the same features without either.
-    """
-    for _ in range(8):
-        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
-        if isinstance(inner, nn.Module):
-            model = inner
-            continue
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) and isinstance(
-            getattr(model, "module", None), nn.Module
-        ):
-            model = model.module
-            continue
-        break
-    return model
-
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, Mapping):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
-        return type(obj)(*(_to_device(v, device) for v in obj))
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
-def _module_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-def _dist_default(kind: str) -> int | None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size() if kind == "world" else dist.get_rank()
-    return None
 
 
 class TeachingSampler(Sampler[list[int]]):
@@ -236,6 +153,7 @@ class TeachingSampler(Sampler[list[int]]):
             ``[0, num_classes)`` makes that class's candidates ignored.
 
     Example:
+        >>> import torch.nn.functional as F
         >>> from torch.utils.data import DataLoader, TensorDataset
         >>> ds = TensorDataset(torch.randn(256, 8), torch.randint(0, 3, (256,)))
         >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -282,31 +200,15 @@ class TeachingSampler(Sampler[list[int]]):
     ) -> None:
         super().__init__()
         # ---- the dataset
-        if isinstance(dataset, IterableDataset):
-            raise TeacherTypeError(
-                f"dataset must be a map-style dataset with __len__ and __getitem__, got the "
-                f"IterableDataset {_qualname(dataset)}, which cannot be sampled by index"
-            )
-        try:
-            n = len(dataset)
-        except TypeError:
-            raise TeacherTypeError(
-                f"dataset must be a map-style dataset with __len__ and __getitem__, got "
-                f"{_qualname(dataset)} without __len__ (an IterableDataset cannot be "
-                f"sampled by index)"
-            ) from None
-        if not hasattr(dataset, "__getitem__"):
-            raise TeacherTypeError(f"dataset must support indexing, got {_qualname(dataset)}")
-        if n < 1:
-            raise TeacherError("dataset is empty")
+        n = check_dataset(dataset)
         self.dataset = dataset
         # ---- sizes
         batch_size = check_int(batch_size, "batch_size", 1)
         self.batch_size = batch_size
         pool_factor = check_int(pool_factor, "pool_factor", 1)
         self.pool_factor = pool_factor
-        if score not in _SCORES:
-            raise TeacherError(f"score must be one of {_SCORES}, got {score!r}")
+        if score not in SCORES:
+            raise TeacherError(f"score must be one of {SCORES}, got {score!r}")
         self.score = score
         if batch_size > n:
             raise TeacherError(
@@ -314,11 +216,11 @@ class TeachingSampler(Sampler[list[int]]):
             )
         # ---- replicas
         if num_replicas is None:
-            num_replicas = _dist_default("world") or 1
+            num_replicas = dist_default("world") or 1
         num_replicas = check_int(num_replicas, "num_replicas", 1)
         self.num_replicas = num_replicas
         if rank is None:
-            rank = _dist_default("rank")
+            rank = dist_default("rank")
             if rank is None:
                 if num_replicas != 1:
                     raise TeacherError(
@@ -374,10 +276,11 @@ class TeachingSampler(Sampler[list[int]]):
         self.w_star: tuple[Tensor, Tensor | None] | None = None
         self._rate: LearnerRate | None = None
         if score != "random":
-            self._check_model_and_head(model, head)
-            self._check_eta_source(optimizer, self.lr, required=score == "greedy")
+            check_model_and_head(model, head, score)
+            assert isinstance(head, nn.Linear)
+            self._rate = learner_rate(optimizer, self.lr, head, required=score == "greedy")
             if w_star is not None:
-                self.w_star = self._check_w_star(w_star)
+                self.w_star = check_w_star(w_star, head)
         # score="random" runs no model: model, head, optimizer, lr and w_star are unused.
         # ---- state
         self.epoch = 0
@@ -385,62 +288,6 @@ class TeachingSampler(Sampler[list[int]]):
         self._resume = False
         self._perm_cache: tuple[tuple[int, int], Tensor] | None = None
         self._stats: dict[str, float] = {}
-
-    # ------------------------------------------------------------ validation
-    def _check_model_and_head(self, model: nn.Module | None, head: nn.Module | None) -> None:
-        if head is None or model is None:
-            raise TeacherError(
-                f"score={self.score!r} needs model= (the network) and head= (its final nn.Linear)"
-            )
-        check_head(head)
-        if not isinstance(model, nn.Module):
-            raise TeacherTypeError(f"model must be an nn.Module, got {_qualname(model)}")
-        if not any(m is head for m in _unwrap(model).modules()):
-            raise TeacherError(
-                "head is not a submodule of model; pass head= the final nn.Linear of model "
-                "(e.g. model.fc), so that its input features can be read"
-            )
-
-    def _check_eta_source(self, optimizer: Any, lr: Any, required: bool) -> None:
-        if optimizer is None and lr is None:
-            if required:
-                raise TeacherError(
-                    "score='greedy' needs the learner's learning rate eta: pass optimizer= "
-                    "(the optimizer training head.weight; eta is read from it each step) "
-                    "or lr="
-                )
-            return
-        assert isinstance(self.head, nn.Linear)
-        self._rate = LearnerRate(optimizer, lr, self.head.weight, "head.weight")
-
-    def _check_w_star(self, w_star: Any) -> tuple[Tensor, Tensor | None]:
-        head = self.head
-        assert isinstance(head, nn.Linear)
-        if isinstance(w_star, Tensor):
-            w_star = (w_star, None)
-        if not isinstance(w_star, (tuple, list)) or len(w_star) != 2:
-            raise TeacherTypeError(
-                "w_star must be a pair (W*, b*) of tensors (b* None without bias)"
-            )
-        weight, bias = w_star
-        if not isinstance(weight, Tensor) or tuple(weight.shape) != tuple(head.weight.shape):
-            got = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-            raise TeacherError(
-                f"w_star's W* must be a tensor of the head's weight shape "
-                f"{tuple(head.weight.shape)}, got {got}"
-            )
-        if (bias is None) != (head.bias is None):
-            raise TeacherError(
-                "w_star's b* must be a tensor when the head has a bias and None when it has not"
-            )
-        if bias is not None:
-            if not isinstance(bias, Tensor) or tuple(bias.shape) != (head.out_features,):
-                got = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
-                raise TeacherError(
-                    f"w_star's b* must be a tensor of shape ({head.out_features},), got {got}"
-                )
-            bias = bias.detach()
-        return weight.detach(), bias
 
     # ------------------------------------------------------------------ API
     def __len__(self) -> int:
@@ -523,7 +370,7 @@ class TeachingSampler(Sampler[list[int]]):
         workers the step counts batches prefetched, not trained on.
         """
         return {
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "epoch": self.epoch,
             "step": self._step,
             "seed": self.seed,
@@ -538,25 +385,7 @@ class TeachingSampler(Sampler[list[int]]):
                 same dataset length, batch size, pool size, number of replicas,
                 ``drop_last`` and ``steps_per_epoch``.
         """
-        if not isinstance(state, dict):
-            raise TeacherTypeError(f"state must be a dict, got {type(state).__name__}")
-        missing = {"version", "epoch", "step", "seed", "config"} - set(state)
-        if missing:
-            raise TeacherError(f"state is missing keys {sorted(missing)}")
-        if state["version"] != _STATE_VERSION:
-            raise TeacherError(f"unsupported state version {state['version']!r}")
-        mine = self._config()
-        theirs = state["config"]
-        diff = [k for k in _CONFIG_KEYS if theirs.get(k) != mine[k]]
-        if diff:
-            detail = ", ".join(f"{k}: saved {theirs.get(k)!r}, here {mine[k]!r}" for k in diff)
-            raise TeacherError(
-                f"state was saved by a sampler with another configuration ({detail}); "
-                f"the continuation would not be the same"
-            )
-        step = check_int(state["step"], "state['step']", 0)
-        if step > len(self):
-            raise TeacherError(f"state['step'] = {step} exceeds the {len(self)} steps per epoch")
+        step = check_state(state, self._config(), len(self))
         self.epoch = check_int(state["epoch"], "state['epoch']", 0)
         self.seed = int(state["seed"])
         self._step = step
@@ -586,17 +415,10 @@ class TeachingSampler(Sampler[list[int]]):
         key = (epoch, pass_)
         if self._perm_cache is not None and self._perm_cache[0] == key:
             return self._perm_cache[1]
-        n = len(self.dataset)
-        gen = torch.Generator()
-        gen.manual_seed(self.seed + epoch)
-        for _ in range(pass_ + 1):
-            perm = torch.randperm(n, generator=gen)
-        if self.total_size <= n:
-            perm = perm[: self.total_size]
-        else:
-            pad = self.total_size - n
-            perm = torch.cat([perm, perm.repeat(math.ceil(pad / n))[:pad]])
-        mine = perm[self.rank : self.total_size : self.num_replicas]
+        mine = rank_share(
+            len(self.dataset), self.seed, epoch, pass_, self.total_size, self.rank,
+            self.num_replicas,
+        )
         self._perm_cache = (key, mine)
         return mine
 
@@ -605,198 +427,38 @@ class TeachingSampler(Sampler[list[int]]):
         share = self._rank_indices(epoch, pass_)
         return share[k * self.pool_size : (k + 1) * self.pool_size]
 
-    def _split(self, batch: Any) -> tuple[Any, Tensor]:
-        if not isinstance(batch, Sequence) or isinstance(batch, (str, bytes)) or len(batch) != 2:
-            raise TeacherTypeError(
-                f"the collated candidates must be a pair (input, target), got "
-                f"{type(batch).__name__}; make dataset items (x, y) pairs or pass a collate_fn "
-                f"that returns one"
-            )
-        x, y = batch[0], batch[1]
-        if not isinstance(y, Tensor):
-            raise TeacherTypeError(f"targets must collate into a tensor, got {type(y).__name__}")
-        return x, y
-
     def _load(self, indices: list[int]) -> Any:
-        if isinstance(self.dataset, TensorDataset) and self.collate_fn is default_collate:
-            # What default_collate makes of the items, in one indexing op per tensor.
-            idx = torch.as_tensor(indices, dtype=torch.long)
-            return [t[idx] for t in self.dataset.tensors]
-        getitems = getattr(self.dataset, "__getitems__", None)
-        items = getitems(indices) if getitems else [self.dataset[i] for i in indices]
-        return self.collate_fn(items)
+        return load_candidates(self.dataset, self.collate_fn, indices)
 
     def _features(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         """Head-input features (N, D) and targets of the candidates, model untouched."""
         assert self.model is not None and isinstance(self.head, nn.Linear)
-        model, head = _unwrap(self.model), self.head
-        device = _module_device(model)
-        captured: list[Any] = []
-
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            z = args[0] if args else kwargs.get("input")
-            captured.append(z)
-            # Check before the head runs, or a mismatch surfaces as a bare matmul error.
-            if isinstance(z, Tensor) and z.dim() >= 1 and z.shape[-1] != head.in_features:
-                raise TeacherError(
-                    f"the features reaching the head have {z.shape[-1]} columns, but head has "
-                    f"in_features={head.in_features}; pass the model whose final layer is head"
-                )
-
-        modes = [(m, m.training) for m in model.modules()]
-        handle = head.register_forward_pre_hook(hook, with_kwargs=True)
-        feats: list[Tensor] = []
-        targets: list[Tensor] = []
-        try:
-            for m, _ in modes:
-                m.training = False
-            with torch.no_grad():
-                for lo in range(0, len(indices), self.score_batch_size):
-                    chunk = indices[lo : lo + self.score_batch_size]
-                    x, y = self._split(self._load(chunk))
-                    y = check_targets(
-                        y, head.out_features, rows=len(chunk),
-                        ignore_index=self.ignore_index, name="targets",
-                    )
-                    captured.clear()
-                    model(_to_device(x, device))
-                    feats.append(self._check_features(captured, len(chunk)))
-                    targets.append(y.to(device, non_blocking=True))
-        finally:
-            handle.remove()
-            for m, mode in modes:
-                m.training = mode
-        return torch.cat(feats), torch.cat(targets)
-
-    def _check_features(self, captured: list[Any], n: int) -> Tensor:
-        head = self.head
-        assert isinstance(head, nn.Linear)
-        if len(captured) != 1:
-            hint = (
-                " (is model compiled with a wrapper other than torch.compile, or is head not "
-                "used in its forward?)"
-                if not captured
-                else ""
-            )
-            raise TeacherError(
-                f"head was called {len(captured)} times in one forward of model; the sampler "
-                f"needs exactly one call per forward{hint}"
-            )
-        z = captured[0]
-        if not isinstance(z, Tensor) or not z.is_floating_point():
-            raise TeacherTypeError(
-                f"the head's input must be a floating-point tensor, got "
-                f"{getattr(z, 'dtype', type(z).__name__)}"
-            )
-        if tuple(z.shape) != (n, head.in_features):
-            raise TeacherError(
-                f"the features reaching the head have shape {tuple(z.shape)}, but the sampler "
-                f"needs one row per candidate: ({n}, {head.in_features}) for {n} candidates "
-                f"and a head with in_features={head.in_features}"
-            )
-        return z.detach()
+        return head_features(
+            self.model, self.head, indices, self._load, self.score_batch_size, self.ignore_index
+        )
 
     def _scores(self, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Per-candidate keys (lower is picked first), the reported scores, and the
-        ignored candidates (a boolean mask, or None when there are none).
-
-        Ignored candidates are left out of every computation (the lookahead and
-        the scores run on the others only, as if they were absent); their key is
-        ``+inf`` and their score ``+inf`` (objective) or ``-inf`` (loss).
-        """
-        head = self.head
-        assert isinstance(head, nn.Linear)
-        ignored: Tensor | None = None
-        if not y.is_floating_point():
-            ign = y == self.ignore_index
-            if bool(ign.any()):
-                ignored = ign
-        dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
-        with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
-            z = z.to(dtype)
-            if y.is_floating_point():
-                y = y.to(dtype)
-            n = z.shape[0]
-            rows: Tensor | None = None  # the scored candidates, when some are ignored
-            if ignored is not None:
-                rows = (~ignored).nonzero().squeeze(1)
-                z, y = z.index_select(0, rows), y.index_select(0, rows)
-            weight = head.weight.detach().to(dtype)
-            bias = None if head.bias is None else head.bias.detach().to(dtype)
-            if self.score == "loss":
-                logp = torch.log_softmax(F.linear(z, weight, bias), dim=-1)
-                if y.is_floating_point():
-                    loss = -(y * logp).sum(-1)
-                else:
-                    loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-                loss = self._scatter(loss, rows, n, -math.inf)
-                self._stats = {}
-                return -loss, loss, ignored
-            assert self._rate is not None
-            eta = self._rate()
-            if isinstance(eta, Tensor):
-                eta = eta.to(device=z.device, dtype=dtype)
-            if self.w_star is not None:
-                w_star = self.w_star[0].to(z.device, dtype)
-                b_star = None if self.w_star[1] is None else self.w_star[1].to(z.device, dtype)
-            elif z.shape[0] == 0:  # every candidate ignored: nothing to look ahead on
-                w_star, b_star = weight, bias
-            else:
-                la_lr = self.lookahead_lr if self.lookahead_lr is not None else eta
-                la = linear_lookahead(z, y, weight, bias, la_lr, self.lookahead_steps)
-                w_star, b_star = la.weight, la.bias
-            eta_obj = eta / self.batch_size if self.objective_eta == "batch" else eta
-            if z.shape[0] == 0:
-                obj = z.new_empty(0)
-            else:
-                obj = linear_ce_objective(z, y, weight, bias, w_star, b_star, eta_obj)
-            obj = self._scatter(obj, rows, n, math.inf)
-            dist_sq = (weight - w_star).pow(2).sum()
-            if bias is not None:
-                assert b_star is not None
-                dist_sq = dist_sq + (bias - b_star).pow(2).sum()
-            self._stats = {
-                "eta": float(eta),
-                "objective_eta": float(eta_obj),
-                "theta_dist": float(dist_sq.sqrt()),
-            }
-            return obj, obj, ignored
-
-    @staticmethod
-    def _scatter(values: Tensor, rows: Tensor | None, n: int, fill: float) -> Tensor:
-        """``values`` of the scored candidates at ``rows`` and ``fill`` elsewhere, shape
-        (n,); ``values`` itself when every candidate is scored (``rows`` None)."""
-        if rows is None:
-            return values
-        return values.new_full((n,), fill).index_copy_(0, rows, values)
+        ignored candidates (a boolean mask, or None when there are none); the
+        step's figures go to :attr:`stats`."""
+        assert isinstance(self.head, nn.Linear)
+        key, shown, ignored, self._stats = candidate_scores(
+            z, y, self.head,
+            score=self.score, rate=self._rate, target=self.w_star,
+            lookahead_lr=self.lookahead_lr, lookahead_steps=self.lookahead_steps,
+            objective_eta=self.objective_eta, batch_size=self.batch_size,
+            ignore_index=self.ignore_index,
+        )
+        return key, shown, ignored
 
     def _select(self, pool: Tensor) -> list[int]:
         # Candidates in index order, then a stable sort: ties go to the lower index.
         cand = pool.sort().values
         assert self.model is not None
         # Loading may draw from the global RNGs (random augmentation): restore them.
-        with _global_rngs_kept(_module_device(_unwrap(self.model))):
+        with global_rngs_kept(module_device(unwrap_model(self.model))):
             z, y = self._features(cand.tolist())
         key, shown, ignored = self._scores(z, y)
-        key = torch.nan_to_num(key, nan=math.inf)
-        order = torch.sort(key, stable=True).indices
-        if ignored is not None:  # ignored candidates after every scored one (also NaN ones)
-            last = ignored.index_select(0, order).to(torch.uint8)
-            order = order.index_select(0, torch.sort(last, stable=True).indices)
-        order = order[: self.batch_size]
-        picked = shown.index_select(0, order)
-        if ignored is None:
-            pool_mean, picked_mean = float(shown.mean()), float(picked.mean())
-            n_ignored = 0
-        else:  # means over the scored candidates only (NaN when there are none)
-            scored = ~ignored
-            picked_scored = scored.index_select(0, order)
-            pool_mean = float(shown[scored].mean()) if bool(scored.any()) else math.nan
-            picked_mean = (
-                float(picked[picked_scored].mean()) if bool(picked_scored.any()) else math.nan
-            )
-            n_ignored = int(ignored.sum())
-        self._stats.update(
-            pool_score_mean=pool_mean, picked_score_mean=picked_mean, ignored=n_ignored
-        )
+        order, picked_stats = pick_best(key, shown, ignored, self.batch_size)
+        self._stats.update(picked_stats)
         return cand[order.cpu()].tolist()
