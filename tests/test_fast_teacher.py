@@ -20,6 +20,7 @@ from torchdht import PerformativeTeacher
 from torchdht.functional import greedy_teach, linear_lookahead, solve_cap
 from torchdht.functional.chunks import block_rows
 from torchdht.functional.objective import cross_entropy_rows, linear_ce_closure
+from torchdht.functional.performative import PGD_TOL
 
 DT = torch.float64
 
@@ -121,6 +122,23 @@ def test_greedy_teach_solve_tol_passes_through():
         greedy_teach(z, y, w, b, 0.5, solver="linesearch", solve_tol=1e-2)
 
 
+def test_teacher_default_is_the_early_exit():
+    """The default teacher's step is greedy_teach with solve_tol=PGD_TOL, bit for bit."""
+    z, y, w, b = _problem(8)
+    head = nn.Linear(6, 5).to(DT)
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.copy_(b)
+    seen = {}
+    head.register_forward_hook(lambda m, i, o: seen.__setitem__("z", i[0].detach()))
+    teacher = PerformativeTeacher(head, lr=0.5, eps=0.3)
+    teacher.set_targets(y)
+    head(z)
+    ref = greedy_teach(z, y, w, b, 0.5, eps=0.3, solve_tol=PGD_TOL)
+    assert torch.equal(seen["z"], ref.z)
+    teacher.remove()
+
+
 def test_teacher_solve_tol():
     z, y, w, b = _problem(4)
     head = nn.Linear(6, 5).to(DT)
@@ -137,14 +155,26 @@ def test_teacher_solve_tol():
     untol = greedy_teach(z, y, w, b, 0.5, eps=0.3, solve_steps=40)
     assert not torch.equal(ref.z, untol.z), "the tolerance made no difference here"
     assert "solve_tol=0.01" in repr(teacher)
+    assert teacher._solve_tol(torch.device("cuda"), True) == 0.01  # given: used everywhere
     teacher.remove()
     for bad, match in [
         (dict(solver="linesearch"), "solve_tol"),
         (dict(compile=True), "solve_tol"),
+        (dict(compile={"backend": "eager"}), "solve_tol"),
     ]:
         with pytest.raises(ValueError, match=match):
             PerformativeTeacher(nn.Linear(6, 5), lr=0.5, solve_tol=1e-2, **bad)
-    for tol in (-1.0, 1.0, True, "x"):
+    cpu = torch.device("cpu")
+    t = PerformativeTeacher(nn.Linear(6, 5), lr=0.5)
+    assert t.solve_tol == "auto" and t._solve_tol(cpu, True) == PGD_TOL == 1e-3
+    assert t._solve_tol(torch.device("cuda"), True) is None  # no read-back on an accelerator
+    assert t._solve_tol(cpu, False) is None  # inside a torch.func transform
+    t.remove()
+    for kw in ({"compile": True}, {"compile": {}}, {"solver": "linesearch"}, {"solve_tol": None}):
+        t = PerformativeTeacher(nn.Linear(6, 5), lr=0.5, **kw)
+        assert t._solve_tol(cpu, True) is None, kw
+        t.remove()
+    for tol in (-1.0, 1.0, True, "x", "Auto"):
         with pytest.raises((ValueError, TypeError), match="solve_tol"):
             PerformativeTeacher(nn.Linear(6, 5), lr=0.5, solve_tol=tol)
 
@@ -219,7 +249,8 @@ def test_blocked_teacher_equals_one_block(small_blocks, monkeypatch):
         with torch.no_grad():
             head.weight.copy_(w)
             head.bias.copy_(b)
-        teacher = PerformativeTeacher(head, lr=0.5, eps=0.2)
+        # fixed steps: with the early exit each block stops on its own
+        teacher = PerformativeTeacher(head, lr=0.5, eps=0.2, solve_tol=None)
         teacher.set_targets(y)
         out = head(z)
         loss = F.cross_entropy(out, y)

@@ -31,13 +31,17 @@ from .objective import check_linear_args, linear_ce_closure, linear_ce_objective
 from .solve import SolveResult, solve_cap
 from .sphere import normalize, sample_cap
 
-__all__ = ["TeachStep", "greedy_teach", "random_teach", "SOLVERS"]
+__all__ = ["TeachStep", "greedy_teach", "random_teach", "SOLVERS", "PGD_TOL"]
 
 SOLVERS = ("linesearch", "pgd")
 LINESEARCH_STEPS = 3
 """Default line searches of the ``"linesearch"`` solver: the first, then two on the rim."""
 PGD_STEPS = 15
 """Default iterations of the ``"pgd"`` solver (the paper's ``m``)."""
+PGD_TOL = 1e-3
+"""The teacher's default early exit of the ``"pgd"`` solver (``solve_tol``): on features of
+three models at three points of training and three caps it keeps at least 99.7 % of the
+15-step objective decrease in about half the time (``benchmarks/RESULTS.md``)."""
 
 
 class TeachStep(NamedTuple):
@@ -263,8 +267,9 @@ def greedy_teach(
             ops = dense_head_ops(weight, bias, la.weight, la.bias, eta)
         grid = linesearch_grid(zs.shape[0], weight.shape[0])  # from the whole batch's shape
         res = _by_blocks(
-            lambda x, t: solve_cap_linesearch(x, t, ops, eta, eps, grid=grid, refine=steps - 1),
-            zs, targets, rows,
+            lambda x, t, _: solve_cap_linesearch(x, t, ops, eta, eps, grid=grid,
+                                                 refine=steps - 1),
+            zs, targets, valid, rows,
         )
         return _finish(z, zs, res.z, res.before, res.after, valid, la, dist)
     c, d = weight.shape
@@ -279,17 +284,19 @@ def greedy_teach(
         else:
             ops = dense_head_ops(weight, bias, la.weight, la.bias, eta)
         res = _by_blocks(
-            lambda x, t: solve_cap(
+            lambda x, t, v: solve_cap(
                 head_ops_closure(t, ops, eta, zs.dtype), x, eps, solve_steps, solve_lr,
-                tol=solve_tol,
+                tol=solve_tol, rows=v,
             ),
-            zs, targets, rows,
+            zs, targets, valid, rows,
         )
         return _finish(z, zs, res.z, res.before, res.after, valid, la, dist)
     assert isinstance(la, LinearLookahead)
     if not subspace or 2 * c >= d:  # the span may be the whole space: nothing to reduce
         fn = linear_ce_closure(targets, weight, bias, la.weight, la.bias, eta)
-        res = solve_cap(fn, zs, eps, solve_steps, solve_lr, tol=solve_tol)  # type: ignore[arg-type]
+        res = solve_cap(
+            fn, zs, eps, solve_steps, solve_lr, tol=solve_tol, rows=valid  # type: ignore[arg-type]
+        )
         return _finish(z, zs, res.z, res.before, res.after, valid, la, dist)
 
     x, basis, e = _span_coordinates(zs, weight, la.weight)
@@ -297,7 +304,9 @@ def greedy_teach(
     w_sub = torch.cat([pad, weight @ basis], -1)
     w_star_sub = torch.cat([pad, la.weight @ basis], -1)
     fn = linear_ce_closure(targets, w_sub, bias, w_star_sub, la.bias, eta)
-    res = solve_cap(fn, x, eps, solve_steps, solve_lr, tol=solve_tol)  # type: ignore[arg-type]
+    res = solve_cap(
+        fn, x, eps, solve_steps, solve_lr, tol=solve_tol, rows=valid  # type: ignore[arg-type]
+    )
     back = res.z[:, :1] * e + res.z[:, 1:] @ basis.T
     # Unmoved rows come back bit-identical, as on the direct path.
     solved = torch.where((res.after < res.before).unsqueeze(-1), back, zs)
@@ -305,12 +314,17 @@ def greedy_teach(
 
 
 def _by_blocks(
-    solve: Callable[[Tensor, Tensor], SolveResult], x: Tensor, targets: Tensor, rows: int
+    solve: Callable[[Tensor, Tensor, Tensor], SolveResult],
+    x: Tensor,
+    targets: Tensor,
+    valid: Tensor,
+    rows: int,
 ) -> SolveResult:
-    """``solve(x, targets)``, over blocks of ``rows`` rows when there are more."""
+    """``solve(x, targets, valid)``, over blocks of ``rows`` rows when there are more."""
     if rows >= x.shape[0]:
-        return solve(x, targets)
-    parts = [solve(xb, tb) for xb, tb in zip(x.split(rows), targets.split(rows))]
+        return solve(x, targets, valid)
+    blocks = zip(x.split(rows), targets.split(rows), valid.split(rows))
+    parts = [solve(xb, tb, vb) for xb, tb, vb in blocks]
     return SolveResult(*(torch.cat(list(t)) for t in zip(*parts)))
 
 

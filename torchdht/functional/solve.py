@@ -55,6 +55,7 @@ def solve_cap(
     steps: int,
     lr: float | None = None,
     tol: float | None = None,
+    rows: Tensor | None = None,
 ) -> SolveResult:
     """Minimise a per-sample objective over the cap around each row of ``z``.
 
@@ -71,6 +72,9 @@ def solve_cap(
             (default: None, meaning always take ``steps`` steps). Each step
             then reads one number back to the host, so leave it None under
             ``torch.compile`` or CUDA graphs.
+        rows: optional boolean (N,): the rows whose objective the early
+            exit watches (default: all); e.g. leave out stand-ins for
+            masked rows, so that they cannot change when the solver stops.
 
     Returns:
         A :class:`SolveResult`. Every row of ``z`` keeps its norm and stays
@@ -123,9 +127,12 @@ def solve_cap(
         u = torch.where(keep, cand, u)
         g = torch.where(keep, g_new, g)
         if tol is not None:
-            # accepted rows only: the decrease of this step, against the total so far
-            gain = torch.where(accept, f - f_new, 0.0).sum()
-            total = (before - torch.where(accept, f_new, f)).sum()
+            # accepted (watched) rows only: the decrease of this step, against the total so far
+            counted = accept if rows is None else accept & rows
+            gain = torch.where(counted, f - f_new, 0.0).sum()
+            f_next = torch.where(accept, f_new, f)
+            total = (before - f_next).sum() if rows is None else torch.where(
+                rows, before - f_next, 0.0).sum()
             small = small + 1 if bool((gain <= tol * total) & (total > 0)) else 0
         f = torch.where(accept, f_new, f)
         step = torch.where(keep, step, 0.5 * step)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,7 @@ from ..functional.objective import cross_entropy_rows
 from ..functional.performative import (
     LINESEARCH_STEPS,
     PGD_STEPS,
+    PGD_TOL,
     SOLVERS,
     TeachStep,
     greedy_teach,
@@ -227,6 +228,12 @@ def _in_backward() -> bool:
     return torch._C._current_graph_task_id() != -1
 
 
+def _compiling() -> bool:
+    """Whether dynamo is tracing (a user's ``torch.compile`` around the model)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+
+
 def _under_functorch() -> bool:
     """Whether a ``torch.func`` transform is running."""
     return torch._C._functorch.peek_interpreter_stack() is not None
@@ -266,9 +273,14 @@ class PerformativeTeacher:
             of the cap is reachable); refused with ``"linesearch"``.
         solve_tol: stop the ``"pgd"`` solver before ``solve_steps`` once two
             steps in a row lowered the batch's summed objective by at most
-            this fraction of the decrease reached so far (default: None,
-            meaning always ``solve_steps`` steps). It reads one number back
-            to the host per solver step, so it is refused with ``compile``.
+            this fraction of the decrease reached so far; None: always
+            ``solve_steps`` steps (default: "auto", meaning 1e-3 for the
+            eager ``"pgd"`` solver on the CPU and None elsewhere). It reads
+            one number back to the host per solver step: free on the CPU, a
+            pipeline stall on a GPU, impossible in a compiled step or inside
+            a ``torch.func`` transform (there it is always off); the line
+            search's cost is fixed by its number of searches. Pass None for
+            results that do not depend on the device or on ``compile``.
         solver: ``"pgd"`` (Riemannian projected gradient steps,
             :func:`~torchdht.functional.solve_cap`) or ``"linesearch"``
             (projected line searches along the gradient in exponential
@@ -340,7 +352,7 @@ class PerformativeTeacher:
         lookahead_lr: float | None = None,
         solve_steps: int | None = None,
         solve_lr: float | None = None,
-        solve_tol: float | None = None,
+        solve_tol: float | Literal["auto"] | None = "auto",
         solver: str = "pgd",
         policy: str = "greedy",
         lookahead_encoder_grad: bool = False,
@@ -376,16 +388,19 @@ class PerformativeTeacher:
                 "its step sizes itself"
             )
         self.solve_lr = None if solve_lr is None else check_positive(solve_lr, "solve_lr")
-        if solve_tol is not None:
+        if isinstance(solve_tol, str):
+            if solve_tol != "auto":
+                raise ValueError(f"solve_tol must be 'auto', None or a number, got {solve_tol!r}")
+        elif solve_tol is not None:
             if solver != "pgd":
                 raise ValueError(
                     "solve_tol is the early exit of solver='pgd'; solver='linesearch' runs a "
                     "fixed number of searches (solve_steps)"
                 )
-            if compile:
+            if compile is not False:
                 raise ValueError(
                     "solve_tol reads the objective back to the host at every solver step, "
-                    "which a compiled step (compile=...) cannot do; leave solve_tol=None there"
+                    "which a compiled step (compile=...) cannot do; leave it 'auto' or None"
                 )
             solve_tol = check_float(solve_tol, "solve_tol", low=0.0, high=1.0, high_open=True)
         self.solve_tol = solve_tol
@@ -652,7 +667,7 @@ class PerformativeTeacher:
             f"PerformativeTeacher(policy={self.policy!r}, eps={self.eps}, "
             f"lookahead_steps={self.lookahead_steps}, solver={self.solver!r}, "
             f"solve_steps={self.solve_steps}, "
-            + (f"solve_tol={self.solve_tol}, " if self.solve_tol is not None else "")
+            + (f"solve_tol={self.solve_tol!r}, " if self.solver == "pgd" else "")
             + f"lookahead_encoder_grad={self.lookahead_encoder_grad}, enabled={self.enabled})"
         )
 
@@ -801,6 +816,15 @@ class PerformativeTeacher:
                 f"{tuple(z.shape)}; expected targets of shape {want}"
             )
 
+    def _solve_tol(self, device: torch.device, record: bool) -> float | None:
+        """The early exit of this call: none inside a torch.func transform or a compiled
+        region (no host read-back there), and by default none on an accelerator."""
+        if not record or _compiling() or self.compile:
+            return None
+        if self.solve_tol == "auto":
+            return PGD_TOL if self.solver == "pgd" and device.type == "cpu" else None
+        return self.solve_tol
+
     def _teach(self, z: Tensor, targets: Tensor) -> Tensor:
         record = not _under_functorch()
         if self.policy == "none":
@@ -848,7 +872,7 @@ class PerformativeTeacher:
                     *args,
                     solve_steps=self.solve_steps,
                     solve_lr=self.solve_lr,
-                    solve_tol=self.solve_tol,
+                    solve_tol=self._solve_tol(z.device, record),
                     solver=self.solver,
                     **common,
                 )
