@@ -20,44 +20,57 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 from torch.utils.hooks import RemovableHandle
 
 from .._checks import (
     LearnerRate,
     check_float,
-    check_head,
     check_ignore_index,
     check_int,
     check_positive,
     check_seed,
 )
 from ..errors import (
-    HeadTypeError,
     MissingTargetsError,
-    TargetsError,
     TeacherError,
-    TorchScriptError,
 )
-from ..functional.chunks import block_rows
-from ..functional.gram import GramLookahead
-from ..functional.lookahead import LinearLookahead
-from ..functional.objective import cross_entropy_rows
 from ..functional.performative import (
     LINESEARCH_STEPS,
     PGD_STEPS,
     PGD_TOL,
     SOLVERS,
-    TeachStep,
-    greedy_teach,
-    random_teach,
 )
-from ..functional.sphere import angle, check_eps
+from ..functional.sphere import check_eps
+from .head import (
+    check_armed_targets,
+    check_rng_state,
+    check_target_shapes,
+    check_teacher_head,
+    is_dtensor,
+    read_head,
+    row_sums,
+    uses_cuda_graphs,
+    weight_params,
+)
+from .hooks import (
+    ArmHook,
+    InertHook,
+    StraightThrough,
+    TaughtCall,
+    TeacherHook,
+    compiling,
+    in_backward,
+    remove_inert_hooks,
+    under_functorch,
+)
+from .step import teach_step, working_dtype
+
+# Models saved by torch.save before the hooks had their own module refer to these names.
+_InertHook = InertHook
 
 __all__ = ["PerformativeTeacher", "remove_inert_hooks", "suspend_teachers"]
 
@@ -66,177 +79,6 @@ _STATE_VERSION = 1
 
 # Heads that carry a teacher; a weak map so that a dropped model frees its entry.
 _ATTACHED: weakref.WeakKeyDictionary[nn.Module, weakref.ref] = weakref.WeakKeyDictionary()
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward: ``z~``. Backward: the incoming gradient goes to ``z`` unchanged,
-    plus ``scale() * extra`` when the released-code behaviour is on. ``scale``
-    is read at backward time, when a GradScaler has set its current scale.
-
-    Written with ``setup_context`` and a generated vmap rule, so that
-    ``torch.func`` transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) of a
-    taught model work."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(
-        z: Tensor, z_tilde: Tensor, extra: Tensor | None, scale: Callable[[], Any]
-    ) -> Tensor:
-        return z_tilde.view_as(z_tilde)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        ctx.extra = inputs[2]
-        ctx.scale = inputs[3]
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:
-        grad = grad_out
-        if ctx.extra is not None:
-            grad = grad_out + (ctx.extra * ctx.scale()).to(grad_out.dtype)
-        return grad, None, None, None
-
-
-class _Hook:
-    """The forward pre-hook on the head. It holds its teacher weakly, so the
-    teacher's lifetime owns the hook, and a copy of it (``copy.deepcopy``,
-    EMA copies, pickling by ``torch.save(model)``) is an inert hook that
-    carries neither the teacher nor its optimizer."""
-
-    __slots__ = ("_ref", "__weakref__")
-
-    def __init__(self, teacher: PerformativeTeacher) -> None:
-        self._ref = weakref.ref(teacher)
-
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
-        teacher = self._ref()
-        if teacher is None or module is not teacher.head:  # a shallow copy of the head
-            return None
-        return teacher._hook(module, args, kwargs)
-
-    def __deepcopy__(self, memo: dict) -> _InertHook:
-        return _InertHook()
-
-    def __reduce__(self) -> tuple[type, tuple]:
-        return (_InertHook, ())
-
-    @property
-    def __name__(self) -> str:  # what torch.jit.script reads first of a hook
-        raise TorchScriptError(
-            "torch.jit.script cannot compile a PerformativeTeacher's hook; call "
-            "teacher.remove() before scripting (torch.compile handles the teacher)"
-        )
-
-
-class _InertHook:
-    """What a copy of a taught head carries in place of the teacher's hook: it
-    passes the features through. A new teacher can attach beside it."""
-
-    __slots__ = ()
-
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        return None
-
-    def __repr__(self) -> str:
-        return "torchdht inert hook (a copy of a taught head; passes features through)"
-
-    @property
-    def __name__(self) -> str:  # what torch.jit.script reads first of a hook
-        raise TorchScriptError(
-            "torch.jit.script cannot compile the inert torchdht hook that a copy of a taught "
-            "model carries; call torchdht.performative.remove_inert_hooks(model) before "
-            "scripting"
-        )
-
-
-class _ArmHook:
-    """A forward pre-hook on the model that arms its teacher from the model's own
-    arguments; holds the teacher weakly and copies as an inert hook, like :class:`_Hook`."""
-
-    __slots__ = ("_ref", "key", "calls", "__weakref__")
-
-    def __init__(self, teacher: PerformativeTeacher, key: str | int, calls: int) -> None:
-        self._ref = weakref.ref(teacher)
-        self.key, self.calls = key, calls
-
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        teacher = self._ref()
-        if teacher is None or not (teacher.enabled and teacher.head.training):
-            return None
-        if isinstance(self.key, str):
-            targets = kwargs.get(self.key)
-        else:
-            targets = args[self.key] if len(args) > self.key else None
-        if targets is not None:  # a forward without labels arms nothing
-            teacher.set_targets(targets, calls=self.calls)
-        return None
-
-    def __deepcopy__(self, memo: dict) -> _InertHook:
-        return _InertHook()
-
-    def __reduce__(self) -> tuple[type, tuple]:
-        return (_InertHook, ())
-
-    @property
-    def __name__(self) -> str:
-        raise TorchScriptError(
-            "torch.jit.script cannot compile a PerformativeTeacher's arming hook; call "
-            "teacher.remove() before scripting"
-        )
-
-
-def remove_inert_hooks(module: nn.Module) -> int:
-    """Remove the inert hooks that copies of taught heads carry (from ``copy.deepcopy``,
-    EMA copies or ``torch.save(model)``), e.g. before ``torch.jit.script``.
-
-    Returns:
-        How many were removed.
-
-    Example:
-        >>> import copy
-        >>> model = nn.Sequential(nn.Linear(4, 3))
-        >>> teacher = PerformativeTeacher(model[0], lr=0.1)
-        >>> ema = copy.deepcopy(model)
-        >>> remove_inert_hooks(ema), len(ema[0]._forward_pre_hooks)
-        (1, 0)
-        >>> teacher.remove()
-    """
-    removed = 0
-    for m in module.modules():
-        for key, hook in list(m._forward_pre_hooks.items()):
-            if isinstance(hook, _InertHook):
-                del m._forward_pre_hooks[key]
-                m._forward_pre_hooks_with_kwargs.pop(key, None)
-                removed += 1
-    return removed
-
-
-class _Taught(NamedTuple):
-    """One taught call of this step, kept so that a recomputation (activation
-    checkpointing) hands the head the very same features."""
-
-    shape: tuple[int, ...]
-    fingerprint: Tensor
-    z_tilde: Tensor | None
-    extra: Tensor | None
-
-
-def _in_backward() -> bool:
-    """Whether this thread is running an autograd backward (where activation
-    checkpointing recomputes its forward)."""
-    return torch._C._current_graph_task_id() != -1
-
-
-def _compiling() -> bool:
-    """Whether dynamo is tracing (a user's ``torch.compile`` around the model)."""
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
-
-
-def _under_functorch() -> bool:
-    """Whether a ``torch.func`` transform is running."""
-    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 class PerformativeTeacher:
@@ -362,13 +204,13 @@ class PerformativeTeacher:
         validate: bool = False,
         compile: bool | dict[str, Any] = False,
     ) -> None:
-        linear = _check_head(head)
+        linear = check_teacher_head(head)
         if head in _ATTACHED and _ATTACHED[head]() is not None:
             raise TeacherError(
                 "this head already has a PerformativeTeacher; call .remove() on it before "
                 "attaching another"
             )
-        self._rate = LearnerRate(optimizer, lr, _weight_params(head), "head.weight")
+        self._rate = LearnerRate(optimizer, lr, weight_params(head), "head.weight")
         self._rate_weight = head._parameters.get("weight")  # what the group was found by
         self.head = linear
         self.eps = check_eps(eps)
@@ -419,12 +261,12 @@ class PerformativeTeacher:
             raise TypeError(f"compile must be a bool or a dict, got {type(compile).__name__}")
         self.compile = compile is not False
         self._greedy: Callable[..., tuple[Tensor, Tensor | None, dict[str, Tensor]]]
-        self._greedy = _teach_step
+        self._greedy = teach_step
         if self.compile:
             options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
             options.update(compile if isinstance(compile, dict) else {})
-            self._greedy = torch.compile(_teach_step, **options)
-        self._copy_outputs = self.compile and _uses_cuda_graphs(
+            self._greedy = torch.compile(teach_step, **options)
+        self._copy_outputs = self.compile and uses_cuda_graphs(
             compile if isinstance(compile, dict) else {}
         )
         self.enabled = True
@@ -432,10 +274,10 @@ class PerformativeTeacher:
         self._generator: torch.Generator | None = None
         self._pending_rng: tuple[str, Tensor] | None = None
         self._queue: list[Tensor] = []
-        self._taught: list[_Taught] = []
+        self._taught: list[TaughtCall] = []
         self._stats: dict[str, Tensor] = {}
         self._handle: RemovableHandle | None = head.register_forward_pre_hook(
-            _Hook(self), with_kwargs=True
+            TeacherHook(self), with_kwargs=True
         )
         # The hook holds the teacher weakly: when the program drops the teacher,
         # the hook goes too and the head is free for a new one.
@@ -487,7 +329,7 @@ class PerformativeTeacher:
                 f"{type(targets).__name__}"
             )
         for t in queue:
-            self._check_targets(t)
+            check_armed_targets(t, self.head.out_features, self.ignore_index, self.validate)
         self._check_optimizer()
         self._queue = queue
         self._taught = []
@@ -538,7 +380,7 @@ class PerformativeTeacher:
         if self._handle is None:
             raise TeacherError("this teacher was removed; build a new one")
         calls = check_positive(calls, "calls", integer=True)
-        handle = module.register_forward_pre_hook(_ArmHook(self, key, calls), with_kwargs=True)
+        handle = module.register_forward_pre_hook(ArmHook(self, key, calls), with_kwargs=True)
         self._arm_handles.append((handle, weakref.finalize(self, handle.remove)))
 
     @property
@@ -655,7 +497,7 @@ class PerformativeTeacher:
         seed = check_seed(state["seed"], "state['seed']")
         if seed is None:
             raise ValueError("state['seed'] must be an int, got None")
-        rng = _check_rng_state(state["rng"])
+        rng = check_rng_state(state["rng"])
         self.enabled = state["enabled"]
         self.steps_taught = steps
         self.seed = seed
@@ -672,51 +514,13 @@ class PerformativeTeacher:
         )
 
     # ------------------------------------------------------------ internals
-    def _check_targets(self, targets: Any) -> None:
-        if not isinstance(targets, Tensor):
-            raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
-        num_classes = self.head.out_features
-        # Value checks on the host where that is free (CPU) or asked for; on CUDA
-        # an asynchronous device assert, so no sync is added to the step. Tensors
-        # inside a torch.func transform cannot be read on the host.
-        wrapped = torch._C._functorch.is_functorch_wrapped_tensor(targets)
-        host_check = (self.validate or targets.device.type == "cpu") and not wrapped
-        if targets.is_floating_point():
-            if targets.dim() < 2 or targets.shape[-1] != num_classes:
-                raise TargetsError(
-                    f"soft targets must have shape (..., {num_classes}) for a head with "
-                    f"{num_classes} outputs, got {tuple(targets.shape)}"
-                )
-            if host_check:
-                if not bool(torch.isfinite(targets).all()) or bool((targets < 0).any()):
-                    raise TargetsError("soft targets must be finite and non-negative")
-        elif targets.dtype == torch.bool or targets.is_complex():
-            raise TypeError(
-                f"targets must hold class indices or probabilities, got {targets.dtype}"
-            )
-        else:
-            if targets.dim() == 0:
-                raise TargetsError("targets must have a batch dimension, got a 0-d tensor")
-            ok = ((targets >= 0) & (targets < num_classes)) | (targets == self.ignore_index)
-            if host_check:
-                if targets.numel() and not bool(ok.all()):
-                    bad = targets[~ok]
-                    lo, hi = int(bad.min()), int(bad.max())
-                    raise TargetsError(
-                        f"class indices must lie in [0, {num_classes - 1}] for a head with "
-                        f"{num_classes} outputs (or equal ignore_index={self.ignore_index}), "
-                        f"got values in [{lo}, {hi}]"
-                    )
-            elif targets.device.type == "cuda" and not wrapped:
-                torch._assert_async(ok.all())
-
     def _check_optimizer(self) -> None:
         """Refuse an optimizer that lost the head: ``fully_shard`` (FSDP2) replaces
         ``head.weight`` by a DTensor parameter, which an optimizer built before does
         not hold. Checked between steps, where FSDP2's parameters are the sharded
         ones (inside its forward they are plain unsharded tensors no optimizer holds)."""
         opt, w = self._rate.optimizer, self.head._parameters.get("weight")
-        if opt is None or w is None or w is self._rate_weight or not _is_dtensor(w):
+        if opt is None or w is None or w is self._rate_weight or not is_dtensor(w):
             return
         for i, group in enumerate(opt.param_groups):
             if any(p is w for p in group["params"]):
@@ -755,7 +559,7 @@ class PerformativeTeacher:
             z, rest, key = kwargs["input"], (), "input"
         else:
             return None
-        if self._taught and self.enabled and self.head.training and _in_backward():
+        if self._taught and self.enabled and self.head.training and in_backward():
             # Activation checkpointing recomputes the head's forward inside the backward:
             # hand it the features its first pass was taught with.
             z_new = self._recompute(z)
@@ -770,7 +574,7 @@ class PerformativeTeacher:
             targets = self._queue.pop(0)
             if not isinstance(z, Tensor) or not z.is_floating_point():
                 raise TypeError("the head's input must be a floating-point tensor")
-            self._check_shapes(z, targets)
+            check_target_shapes(z, targets, self.head.out_features)
             z_new = self._teach(z, targets)
         else:
             return None
@@ -784,7 +588,7 @@ class PerformativeTeacher:
         shape = tuple(z.shape)
         found = [t for t in self._taught if t.shape == shape]
         if len(found) > 1:  # several calls of this shape: tell them apart by their rows' sums
-            fingerprint = _fingerprint(z)
+            fingerprint = row_sums(z)
             found = [t for t in found if torch.equal(t.fingerprint, fingerprint)]
         if not found:
             raise TeacherError(
@@ -795,38 +599,19 @@ class PerformativeTeacher:
         entry = found[0]
         if entry.z_tilde is None:
             return z
-        return _StraightThrough.apply(z, entry.z_tilde, entry.extra, self._extra_scale)
-
-    def _check_shapes(self, z: Tensor, targets: Tensor) -> None:
-        lead = tuple(z.shape[:-1])
-        if z.dim() not in (2, 3):
-            raise ValueError(
-                f"the head's input must have shape (B, D) or (B, T, D), got {tuple(z.shape)}"
-            )
-        if targets.device != z.device:
-            raise TargetsError(
-                f"targets are on {targets.device} but the features reaching the head are on "
-                f"{z.device}; pass targets on the model's device (y.to(device))"
-            )
-        shape = tuple(targets.shape)
-        want = lead + (self.head.out_features,) if targets.is_floating_point() else lead
-        if shape != want:
-            raise TargetsError(
-                f"targets have shape {shape} but the features reaching the head have shape "
-                f"{tuple(z.shape)}; expected targets of shape {want}"
-            )
+        return StraightThrough.apply(z, entry.z_tilde, entry.extra, self._extra_scale)
 
     def _solve_tol(self, device: torch.device, record: bool) -> float | None:
         """The early exit of this call: none inside a torch.func transform or a compiled
         region (no host read-back there), and by default none on an accelerator."""
-        if not record or _compiling() or self.compile:
+        if not record or compiling() or self.compile:
             return None
         if self.solve_tol == "auto":
             return PGD_TOL if self.solver == "pgd" and device.type == "cpu" else None
         return self.solve_tol
 
     def _teach(self, z: Tensor, targets: Tensor) -> Tensor:
-        record = not _under_functorch()
+        record = not under_functorch()
         if self.policy == "none":
             rows = z.numel() // max(z.shape[-1], 1)
             zero = torch.zeros((), device=z.device)
@@ -850,8 +635,8 @@ class PerformativeTeacher:
             eta = self._rate()
             if isinstance(eta, Tensor) or self.compile:
                 # A tensor, so a scheduler's new lr does not trigger a recompile.
-                eta = torch.as_tensor(eta, device=z.device, dtype=_work_dtype(z))
-            weight, bias = _read_head(self.head)
+                eta = torch.as_tensor(eta, device=z.device, dtype=working_dtype(z))
+            weight, bias = read_head(self.head)
             args = (
                 z.detach(),
                 targets,
@@ -882,17 +667,17 @@ class PerformativeTeacher:
                     stats = {k: v.clone() for k, v in stats.items()}
             else:
                 gen = self._rng(z.device)
-                z_tilde, extra, stats = _teach_step(*args, generator=gen, **common)
+                z_tilde, extra, stats = teach_step(*args, generator=gen, **common)
         if record:
             self._stats = stats
         self._remember(z, z_tilde, extra)
         self.steps_taught += 1
-        return _StraightThrough.apply(z, z_tilde, extra, self._extra_scale)
+        return StraightThrough.apply(z, z_tilde, extra, self._extra_scale)
 
     def _remember(self, z: Tensor, z_tilde: Tensor | None, extra: Tensor | None) -> None:
-        if _under_functorch():  # no checkpoint recomputation to serve; keep no wrapped tensors
+        if under_functorch():  # no checkpoint recomputation to serve; keep no wrapped tensors
             return
-        self._taught.append(_Taught(tuple(z.shape), _fingerprint(z), z_tilde, extra))
+        self._taught.append(TaughtCall(tuple(z.shape), row_sums(z), z_tilde, extra))
 
     def _extra_scale(self) -> Any:
         scaler = self.grad_scaler
@@ -902,268 +687,6 @@ class PerformativeTeacher:
         # scale(loss), which comes after the forward, hence the read at backward.
         scale = getattr(scaler, "_scale", None)
         return 1.0 if scale is None else scale.detach()
-
-
-def _uses_cuda_graphs(options: dict[str, Any]) -> bool:
-    """Whether ``torch.compile(**options)`` may run the graph as a CUDA graph."""
-    if options.get("mode") in ("reduce-overhead", "max-autotune"):
-        return True
-    return bool((options.get("options") or {}).get("triton.cudagraphs", False))
-
-
-def _work_dtype(z: Tensor) -> torch.dtype:
-    """The teacher computes in float64 for float64 inputs, else in float32."""
-    return torch.float64 if z.dtype == torch.float64 else torch.float32
-
-
-def _inputs(
-    z: Tensor,
-    targets: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    n_classes: int,
-    ignore_index: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor]:
-    """The head's input as (N, D) rows, everything in the working dtype, and the rows
-    whose label is ``ignore_index``."""
-    work_dtype = _work_dtype(z)
-    flat = z.reshape(-1, z.shape[-1])
-    if targets.is_floating_point():
-        tgt = targets.reshape(-1, targets.shape[-1]).to(work_dtype)
-        ignored = torch.zeros(flat.shape[0], dtype=torch.bool, device=z.device)
-    else:  # any integer dtype
-        idx = targets.reshape(-1).long()
-        ignored = idx == ignore_index
-        idx = idx.masked_fill(ignored, 0)
-        # one-hot once, not in every solver iteration; a wide head keeps the indices (an
-        # (N, C) one-hot would be as large as its logits)
-        narrow = block_rows(flat.shape[0], n_classes) == flat.shape[0]
-        tgt = F.one_hot(idx, n_classes).to(work_dtype) if narrow else idx
-    b = None if bias is None else bias.to(work_dtype)
-    return flat, flat.to(work_dtype), tgt, weight.to(work_dtype), b, ignored
-
-
-def _outputs(
-    z: Tensor,
-    flat: Tensor,
-    zf: Tensor,
-    tgt: Tensor,
-    step: TeachStep,
-    weight: Tensor,
-    bias: Tensor | None,
-    eta: Any,
-    ignored: Tensor,
-) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
-    """``z~`` in the input's shape and dtype, the released-code extra gradient, the stats."""
-    valid, la = step.valid, step.lookahead
-    z_tilde = torch.where(valid.unsqueeze(-1), step.z.to(z.dtype), flat).reshape(z.shape)
-    extra = None
-    if la.feature_grad is not None:
-        extra = la.feature_grad.to(z.dtype).reshape(z.shape)
-    count = valid.to(zf.dtype).sum().clamp_min(1.0)
-    moved = torch.where(valid, angle(step.z, zf), 0.0)
-    b_mean = step.before.sum() / count
-    a_mean = step.after.sum() / count
-    # cross-entropy on the original features (the lookahead's first logits: free) and on the
-    # taught ones (one product), means over the taught rows
-    ce = _losses(zf, step.z, tgt, weight, bias, la)
-    loss_untaught, loss_taught = (torch.where(valid, x, 0.0).sum() / count for x in ce)
-    stats = {
-        "angle_mean": moved.sum() / count,
-        "angle_max": moved.max() if moved.numel() else moved.sum(),
-        "objective_before": b_mean,
-        "objective_after": a_mean,
-        "objective_drop": b_mean - a_mean,
-        "theta_dist": step.theta_dist,
-        "eta": torch.as_tensor(eta, dtype=zf.dtype, device=zf.device),
-        "n_rows": torch.tensor(valid.numel()),
-        "n_skipped": (~valid & ~ignored).sum(),
-        "n_ignored": ignored.sum(),
-        "loss_untaught": loss_untaught,
-        "loss_taught": loss_taught,
-    }
-    return z_tilde, extra, stats
-
-
-def _losses(
-    zf: Tensor,
-    taught: Tensor,
-    tgt: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    la: LinearLookahead | GramLookahead,
-) -> tuple[Tensor, Tensor]:
-    """Per-row cross-entropy on the original features (the lookahead's first logits or losses:
-    free) and on the taught ones (one product; over blocks of rows for a wide head)."""
-
-    def logits_of(x: Tensor) -> Tensor:
-        return x @ weight.T if bias is None else torch.addmm(bias, x, weight.T)
-
-    rows = block_rows(zf.shape[0], weight.shape[0])
-    if rows == zf.shape[0] and tgt.is_floating_point():
-        logits = la.logits if la.logits is not None else logits_of(zf)
-        return (-(tgt * torch.log_softmax(logits, -1)).sum(-1),
-                -(tgt * torch.log_softmax(logits_of(taught), -1)).sum(-1))
-
-    def blocked(x: Tensor) -> Tensor:
-        return torch.cat([cross_entropy_rows(logits_of(xb), tb)
-                          for xb, tb in zip(x.split(rows), tgt.split(rows))])
-
-    if la.logits is not None:
-        untaught = cross_entropy_rows(la.logits, tgt)
-    elif isinstance(la, LinearLookahead) and la.loss is not None:
-        untaught = la.loss
-    else:
-        untaught = blocked(zf)
-    return untaught, blocked(taught)
-
-
-def _teach_step(
-    z: Tensor,
-    targets: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    eta: Any,
-    *,
-    n_classes: int,
-    generator: torch.Generator | None = None,
-    solve_steps: int | None = None,
-    solve_lr: float | None = None,
-    solve_tol: float | None = None,
-    solver: str = "pgd",
-    ignore_index: int = -100,
-    **common: Any,
-) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
-    """Everything of one teaching step between the detached input and ``z~``.
-
-    The greedy policy without ``generator``, the random one with it. One pure
-    function, so that ``compile=True`` traces the casts, the solve and the
-    statistics of the greedy step as one graph.
-    """
-    flat, zf, tgt, w, b, ignored = _inputs(z, targets, weight, bias, n_classes, ignore_index)
-    keep = ~ignored
-    if generator is None:
-        step = greedy_teach(
-            zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, solve_tol=solve_tol,
-            solver=solver, mask=keep, **common,
-        )
-    else:
-        step = random_teach(zf, tgt, w, b, eta, generator=generator, mask=keep, **common)
-    return _outputs(z, flat, zf, tgt, step, w, b, eta, ignored)
-
-
-def _is_dtensor(t: Tensor) -> bool:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # a build without torch.distributed
-        return False
-    return isinstance(t, DTensor)
-
-
-def _fingerprint(z: Tensor) -> Tensor:
-    """Row sums of ``z``: enough to tell apart the calls of one step."""
-    return z.detach().sum(-1)
-
-
-def _check_head(head: Any) -> nn.Linear:
-    """Refuse, at construction, a head the teacher cannot work with."""
-    if isinstance(head, (tuple, list)):
-        names = ", ".join(type(h).__name__ for h in head)
-        raise HeadTypeError(
-            f"head must be one nn.Linear, got a {type(head).__name__} of {len(head)} modules "
-            f"({names}), as timm's get_classifier() returns for distilled models (DeiT, "
-            f"LeViT). Attach one teacher to each head that should be taught, e.g. "
-            f"t0 = PerformativeTeacher(heads[0], optimizer=opt); t1 = "
-            f"PerformativeTeacher(heads[1], optimizer=opt), and arm both each step "
-            f"(t0.set_targets(y); t1.set_targets(y))"
-        )
-    head = check_head(head)
-    if head.in_features < 2:
-        raise HeadTypeError(
-            f"head must take at least 2 input features (a 1-wide feature has no sphere to move "
-            f"on), got in_features={head.in_features}"
-        )
-    if head.out_features < 2:
-        raise HeadTypeError(
-            f"head must have at least 2 outputs (softmax cross-entropy over one class is "
-            f"constant), got out_features={head.out_features}"
-        )
-    return head
-
-
-def _old_style_hooks(head: nn.Module) -> list[Any]:
-    """The hooks of ``torch.nn.utils.weight_norm`` / ``spectral_norm`` (the old API) on ``head``."""
-    from torch.nn.utils.spectral_norm import SpectralNorm
-    from torch.nn.utils.weight_norm import WeightNorm
-
-    return [
-        h for h in head._forward_pre_hooks.values() if isinstance(h, (WeightNorm, SpectralNorm))
-    ]
-
-
-def _weight_params(head: nn.Module) -> list[Tensor]:
-    """The parameters an optimizer holds for the head's weight: ``weight`` itself, or the
-    originals of a parametrization (``weight_norm``, ``spectral_norm``, old and new API)."""
-    params: list[Tensor] = [p for name, p in head.named_parameters() if "bias" not in name]
-    weight = head._parameters.get("weight")
-    if weight is not None:  # the plain case first
-        params.remove(weight)
-        params.insert(0, weight)
-    return params
-
-
-def _read(head: nn.Module, name: str) -> Tensor | None:
-    """``head.<name>`` as the head's next forward will use it, with no side effect: a
-    parametrization (e.g. spectral norm's power iteration) is evaluated in eval mode, so
-    its buffers are exactly as without the teacher."""
-    if parametrize.is_parametrized(head, name):
-        plist: nn.Module = head.parametrizations[name]  # type: ignore[index,assignment]
-        modes = [(m, m.training) for m in plist.modules()]
-        plist.train(False)
-        try:
-            return getattr(head, name)
-        finally:
-            for m, mode in modes:
-                m.training = mode
-    for hook in _old_style_hooks(head):
-        if hook.name == name:
-            from torch.nn.utils.spectral_norm import SpectralNorm
-
-            if isinstance(hook, SpectralNorm):
-                return hook.compute_weight(head, do_power_iteration=False)
-            return hook.compute_weight(head)
-    return getattr(head, name)
-
-
-def _read_head(head: nn.Linear) -> tuple[Tensor, Tensor | None]:
-    return _read(head, "weight"), _read(head, "bias")  # type: ignore[return-value]
-
-
-def _check_rng_state(rng: Any) -> tuple[str, Tensor] | None:
-    """A saved random-policy state, checked whole (a corrupt one is refused at load)."""
-    if rng is None:
-        return None
-    if (
-        not isinstance(rng, (tuple, list))
-        or len(rng) != 2
-        or not isinstance(rng[0], str)
-        or not isinstance(rng[1], Tensor)
-        or rng[1].dtype != torch.uint8
-        or rng[1].dim() != 1
-    ):
-        raise ValueError(
-            "state['rng'] must be None or (device type, uint8 generator state) as "
-            "state_dict() returns it"
-        )
-    dev_type, state = rng[0], rng[1].cpu()
-    if dev_type == "cpu" or (dev_type == "cuda" and torch.cuda.is_available()):
-        try:  # on a scratch generator, so a bad state fails here and not at a later forward
-            torch.Generator(device=dev_type).set_state(state)
-        except (RuntimeError, ValueError) as err:
-            raise ValueError(
-                f"state['rng'] is not a valid {dev_type!r} generator state: {err}"
-            ) from None
-    return dev_type, state
 
 
 @contextlib.contextmanager
