@@ -28,8 +28,8 @@ from torchdht.experiments._core import (
     train_loop,
 )
 
-PORTED = ("demo", "attribution", "sampler", "mixup")
-"""The commands built on the core (``omniscient`` and ``parameterized`` are not yet)."""
+PORTED = ("demo", "attribution", "sampler", "mixup", "omniscient", "parameterized")
+"""The commands built on the core: all of them."""
 
 
 def _module(name: str):
@@ -140,6 +140,34 @@ def test_the_writer_writes_csv_json_text_and_a_figure(tmp_path: Path) -> None:
     assert nowhere.written == [] and Writer("").out is None
 
 
+def test_the_writer_draws_grids_and_gives_paths_for_other_files(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    w = Writer(tmp_path / "w")
+    with w.figure("grid.png", 3, figsize=(3, 2), nrows=2, dpi=50) as axes:
+        assert len(axes) == 6 and axes[0].figure is axes[5].figure
+        assert axes[3].get_subplotspec().rowspan.start == 1  # row after row
+    path = w.path("teacher.pt")
+    assert path == tmp_path / "w" / "teacher.pt" and not path.exists()
+    torch.save({"a": torch.zeros(1)}, path)
+    assert [p.name for p in w.written] == ["grid.png", "teacher.pt"]
+    assert Writer(None).path("teacher.pt") is None
+
+
+def test_config_checks_name_the_flag() -> None:
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(solver_steps=0, d_steps=0, lr=float("nan"), alpha=-1.0, eps=None)
+    with pytest.raises(ValueError, match="^--solver-steps must be >= 1, got 0$"):
+        core.check_min(cfg, ["solver_steps", "d_steps"], 1)
+    core.check_min(cfg, ["d_steps", "eps"], 0)  # None: not set, not checked
+    with pytest.raises(ValueError, match="^--lr must be > 0 and finite, got nan$"):
+        core.check_rate(cfg, ["lr"], positive=True)
+    with pytest.raises(ValueError, match="^--alpha must be >= 0 and finite, got -1.0$"):
+        core.check_rate(cfg, ["eps", "alpha"], positive=False)
+    with pytest.raises(ValueError, match="--dataset must be one of"):
+        core.check_choice("dataset", "cifar", ("halfmoon", "mnist35"))
+
+
 def test_one_table_formatter() -> None:
     text = format_table(("method", "acc"), [("sgd", "97.10"), ("dht-released", "9.00")])
     assert text.splitlines() == ["method       |   acc", "-------------+------",
@@ -215,10 +243,27 @@ def test_quick_fills_what_is_not_given() -> None:
         parse_config(mixup, ["--full", "--quick"])
 
 
+def test_every_command_is_on_the_core() -> None:
+    assert set(PORTED) == set(COMMANDS)
+    for name in COMMANDS:
+        module = _module(name)
+        for attr in ("DESCRIPTION", "add_arguments", "config_from_args", "run", "main"):
+            assert hasattr(module, attr), (name, attr)
+
+
 def test_older_spellings_still_parse(tmp_path: Path) -> None:
     """The commands recorded in benchmarks/RESULTS.md and the method cards still run."""
     from torchdht import demo
-    from torchdht.experiments import sampler
+    from torchdht.experiments import omniscient, parameterized, sampler
+
+    o = parse_config(omniscient, ["--root", str(tmp_path), "--teachers", "SGD,IMT"])
+    assert (o.data_root, list(o.teachers)) == (str(tmp_path), ["SGD", "IMT"])
+    assert parse_config(omniscient, ["--data-root", str(tmp_path)]).data_root == str(tmp_path)
+    assert parse_config(omniscient, []).data_root is None
+    p = parse_config(parameterized, ["--baselines", "", "--hidden", "32,32", "--no-batch-norm",
+                                     "--box", "--teacher-lr", "1e-2", "--grad-clip", "1"])
+    assert (p.baselines, p.hidden, p.batch_norm, p.box) == ([], [32, 32], False, True)
+    assert (p.teacher_lr, p.grad_clip) == (1e-2, 1.0)
 
     d = parse_config(demo, ["--quiet"])
     assert d.progress is False
@@ -246,6 +291,23 @@ RECORDED = [  # the commands of benchmarks/RESULTS.md and the method cards (DIR:
     "mixup --data-root ../shared/data --first-seed 1 --seeds 2 --methods "
     "erm,cmixup,dmixup,unroll,reinforce,reinforce-restarts --out DIR",
     "mixup --seeds 3 --methods erm,cmixup,dmixup,unroll,reinforce,reinforce-restarts",
+    "omniscient --dataset halfmoon", "omniscient --dataset mnist35",
+    "omniscient --dataset halfmoon --lr 0.05",
+    "omniscient --dataset mnist35 --seeds 10 --iters 300",
+    "omniscient --dataset halfmoon --threads 1",
+    "parameterized --dataset halfmoon --teacher transform",
+    "parameterized --dataset mnist35 --teacher blackbox",
+    "parameterized --dataset halfmoon --teacher transform --teacher-lr 1e-2 --grad-clip 1",
+    "parameterized --dataset mnist35 --teacher transform --box",
+    "parameterized --dataset mnist35 --teacher transform --box --teacher-lr 1e-2 --grad-clip 1",
+    "parameterized --dataset halfmoon --teacher gan",
+    "parameterized --dataset mnist35 --teacher gan --adv-weight 0.1",
+    "parameterized --dataset halfmoon --teacher vae",
+    "parameterized --dataset mnist35 --teacher vae",
+    "parameterized --dataset halfmoon --teacher vae --kl-weight 0.01",
+    "parameterized --dataset halfmoon --teacher privacy",
+    "parameterized --dataset halfmoon --teacher privacy --eps 230",
+    "parameterized --dataset mnist35 --teacher privacy --cache-dir runs/vae-cache",
 ]
 
 
@@ -259,16 +321,23 @@ def test_recorded_commands_still_parse(command: str) -> None:
         assert str(config.data_root) == "../shared/data" and config.iters == 5000
     if "--workers" in argv:
         assert config.workers == 2
+    if name in ("omniscient", "parameterized"):  # the paper's setting, as recorded
+        assert (config.dataset, config.seeds, config.iters) == (
+            argv[argv.index("--dataset") + 1], 10, 300)
+    for flag in ("--lr", "--teacher-lr", "--grad-clip", "--kl-weight", "--adv-weight", "--eps"):
+        if flag in argv:
+            assert getattr(config, flag[2:].replace("-", "_")) == float(
+                argv[argv.index(flag) + 1])
 
 
-def test_old_protocol_experiments_still_dispatch(tmp_path: Path) -> None:
+def test_linear_experiments_dispatch(tmp_path: Path) -> None:
     code = torchdht_main(["omniscient", "--seeds", "1", "--iters", "3", "--teachers", "SGD",
                           "--no-plots", "--threads", "1", "--out", str(tmp_path)])
     assert code == 0 and (tmp_path / "results.csv").is_file()
-    parser = build_parser(_module("omniscient"), "omniscient")
-    assert parser.parse_args(["--root", str(tmp_path)]).root == str(tmp_path)  # older spelling
-    assert parser.parse_args(["--data-root", str(tmp_path)]).root == str(tmp_path)
-    assert parser.parse_args([]).root is None
+    code = torchdht_main(["parameterized", "--seeds", "1", "--iters", "3", "--outer-iters", "1",
+                          "--unroll", "2", "--baselines", "SGD", "--no-plots", "--no-progress",
+                          "--out", str(tmp_path / "p")])
+    assert code == 0 and (tmp_path / "p" / "teacher.pt").is_file()
 
 
 # ------------------------------------------------------------------- the experiments
@@ -331,13 +400,21 @@ def test_mixup_iters_ends_each_run_early() -> None:
 
 def test_configs_check_themselves() -> None:
     from torchdht import demo
-    from torchdht.experiments import attribution, mixup, sampler
+    from torchdht.experiments import attribution, mixup, omniscient, parameterized, sampler
 
     for make in (lambda: demo.DemoConfig(iters=0), lambda: demo.DemoConfig(methods=["x"]),
                  lambda: sampler.SamplerConfig(linear_iters=-1),
                  lambda: mixup.MixupConfig(methods=["cutmix"]),
                  lambda: attribution.AttributionConfig(parts=["imagenet"]),
-                 lambda: attribution.AttributionConfig(conditions=["nope"])):
+                 lambda: attribution.AttributionConfig(conditions=["nope"]),
+                 lambda: omniscient.OmniscientConfig(dataset="cifar"),
+                 lambda: omniscient.OmniscientConfig(learner="svm"),
+                 lambda: omniscient.OmniscientConfig(teachers=[]),
+                 lambda: omniscient.OmniscientConfig(solver_steps=0),
+                 lambda: parameterized.ParameterizedConfig(teacher="diffusion"),
+                 lambda: parameterized.ParameterizedConfig(teacher="gan", box=True),
+                 lambda: parameterized.ParameterizedConfig(hidden=[8, 0]),
+                 lambda: parameterized.ParameterizedConfig(l2=-1.0)):
         with pytest.raises(ValueError):
             make()
     assert attribution.AttributionConfig(quick=True).out == "runs/attribution-quick"

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from torchdht.experiments import EXPERIMENTS
+from torchdht.experiments import EXPERIMENTS, omniscient
 from torchdht.experiments.__main__ import build_parser
 from torchdht.experiments.__main__ import main as cli
+from torchdht.experiments.omniscient import OmniscientConfig
 
 
 def _rows(path):
@@ -52,11 +53,55 @@ def test_quick_options_and_extra_teachers(tmp_path, capsys):
     assert "Scaling" in capsys.readouterr().out
 
 
-def test_unknown_teacher_and_bad_lr(tmp_path):
+def test_unknown_teacher_and_bad_lr(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown teacher"):
-        cli(["omniscient", "--quick", "--out", str(tmp_path), "--teachers", "SGD,GAN"])
-    with pytest.raises(SystemExit):
-        cli(["omniscient", "--quick", "--out", str(tmp_path), "--lr", "0"])
+        OmniscientConfig(teachers=["SGD", "GAN"])
+    with pytest.raises(ValueError, match="--lr must be > 0"):
+        OmniscientConfig(lr=0.0)
+    # on the command line: usage errors, before anything runs
+    with pytest.raises(SystemExit) as info:
+        cli(["omniscient", "--quick", "--out", str(tmp_path / "a"), "--teachers", "SGD,GAN"])
+    assert info.value.code == 2 and "unknown teacher 'GAN'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli(["omniscient", "--quick", "--out", str(tmp_path / "b"), "--lr", "0"])
+    assert info.value.code == 2 and "--lr must be > 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_returns_the_results_it_writes(tmp_path, capsys):
+    res = omniscient.run(OmniscientConfig(seeds=2, iters=5, teachers=["SGD", "DHT+Label"],
+                                          restarts=2, solver_steps=5, out=str(tmp_path),
+                                          plot=False))
+    printed = capsys.readouterr().out
+    assert res.out == tmp_path and res.checkpoints == [5]
+    assert [r["teacher"] for r in res.table] == ["SGD", "DHT+Label"]
+    assert list(res.histories) == ["SGD", "DHT+Label"] and set(res.wall) == set(res.histories)
+    assert all(len(hs) == 2 and hs[0].distance.shape == (6,) for hs in res.histories.values())
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg == json.loads(json.dumps(res.config))
+    assert cfg["teachers"] == ["SGD", "DHT+Label"] and cfg["dim"] == 2
+    # the table printed and summary.csv are the returned rows
+    summary = _rows(tmp_path / "summary.csv")
+    for row in res.table:
+        mine = [r for r in summary if r["teacher"] == row["teacher"]]
+        assert [float(r["dist_mean"]) for r in mine] == [row["dist_0"][0], row["dist_5"][0]]
+        assert f"{row['dist_5'][0]:.4f}±{row['dist_5'][1]:.4f}" in printed
+    # results.csv holds every step of every run
+    rows = _rows(tmp_path / "results.csv")
+    dht = [float(r["distance"]) for r in rows if r["teacher"] == "DHT+Label" and r["seed"] == "1"]
+    assert dht == pytest.approx(res.histories["DHT+Label"][1].distance.tolist(), rel=1e-7)
+
+
+def test_quick_presets_and_explicit_values():
+    from torchdht.experiments._core import parse_config
+
+    quick = parse_config(omniscient, ["--quick"])
+    assert (quick.seeds, quick.iters, quick.restarts, quick.solver_steps) == (2, 20, 4, 20)
+    full = parse_config(omniscient, [])
+    assert (full.seeds, full.iters, full.restarts, full.solver_steps) == (10, 300, 16, 100)
+    assert parse_config(omniscient, ["--quick", "--iters", "50"]).iters == 50  # given wins
+    assert list(parse_config(omniscient, ["--teachers", "IMT,Scaling"]).teachers) == [
+        "IMT", "Scaling"]
 
 
 def test_quick_mnist35(tmp_path, mnist_root):

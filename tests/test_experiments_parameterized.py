@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -22,8 +24,14 @@ def _args(argv):
     return p.parse_args(argv)
 
 
+def _config(argv):
+    """The config of ``argv`` as the command line makes it (``ValueError`` if it does not
+    check, where the command line reports a usage error)."""
+    return parameterized.config_from_args(_args(argv))
+
+
 def _run(argv):
-    return parameterized.main(_args(["--quick", "--no-progress", *argv]))
+    return parameterized.run(_config(["--quick", "--no-progress", *argv]))
 
 
 def _rows(path):
@@ -65,8 +73,8 @@ def test_quick_halfmoon_transform(halfmoon_transform, capsys):
                for k in ("dist_mean", "dist_std", "acc_mean", "acc_std"))
     assert len(_rows(out / "teacher_fit.csv")) == 40
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["teacher_train_seconds"] > 0 and cfg["teacher_train_seconds"] == res[
-        "teacher_seconds"]
+    assert cfg["teacher_train_seconds"] > 0 and cfg["teacher_train_seconds"] == \
+        res.teacher_seconds
     assert cfg["teacher_loaded_from"] is None
     assert math.isfinite(cfg["fit_loss_start"]) and math.isfinite(cfg["fit_loss_end"])
     assert cfg["dtype"] == "float32" and cfg["lr"] == 1e-3 and cfg["alpha"] == 0.0
@@ -74,11 +82,13 @@ def test_quick_halfmoon_transform(halfmoon_transform, capsys):
     assert cfg["teacher_config"]["unroll"] == 10 and cfg["teacher_seed"] == 10_000
     assert 0.5 < cfg["w_star_test_accuracy"] <= 1.0
     assert set(cfg["wall_seconds"]) == {*BASE_ROWS, "DHT-transform"}
-    # the returned dict carries the summary rows and timings
-    assert [r["teacher"] for r in res["table"]] == [*BASE_ROWS, "DHT-transform"]
-    assert res["checkpoints"] == [30]
-    assert all(len(r["dist_30"]) == 2 for r in res["table"])
-    assert res["fit_loss"] == (cfg["fit_loss_start"], cfg["fit_loss_end"])
+    # the returned result carries the summary rows and timings
+    assert [r["teacher"] for r in res.table] == [*BASE_ROWS, "DHT-transform"]
+    assert res.checkpoints == [30]
+    assert all(len(r["dist_30"]) == 2 for r in res.table)
+    assert res.fit_loss == (cfg["fit_loss_start"], cfg["fit_loss_end"])
+    assert res.out == out and cfg == json.loads(json.dumps(res.config))
+    assert list(res.histories) == [*BASE_ROWS, "DHT-transform"] and res.privacy is None
 
 
 def test_quick_halfmoon_blackbox_via_cli(tmp_path, capsys):
@@ -106,7 +116,7 @@ def test_quick_mnist35_transform(tmp_path, mnist_root):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["teacher_config"]["in_features"] == 2 * 24 + 24 + 2
     assert cfg["teacher_config"]["policy"] == {"hidden": [32, 32], "batch_norm": True}
-    assert res["teacher_seconds"] > 0
+    assert res.teacher_seconds > 0
     assert (out / "mnist_samples.png").stat().st_size > 1000
 
 
@@ -116,7 +126,7 @@ def test_load_reproduces_teacher_rows(halfmoon_transform, tmp_path, capsys):
     res = _run(["--load", str(out / "teacher.pt"), "--baselines", "", "--no-plots",
                 "--out", str(again)])
     assert "loaded from" in capsys.readouterr().out
-    assert res["teacher_seconds"] == 0.0 and res["fit_loss"] is None
+    assert res.teacher_seconds == 0.0 and res.fit_loss is None
     assert not (again / "teacher_fit.csv").exists()
     first = [r for r in _rows(out / "results.csv") if r["teacher"] == "DHT-transform"]
     second = _rows(again / "results.csv")
@@ -126,50 +136,63 @@ def test_load_reproduces_teacher_rows(halfmoon_transform, tmp_path, capsys):
     assert cfg["teacher_loaded_from"] == str(out / "teacher.pt")
 
 
-def test_bad_load_names_the_differing_key(halfmoon_transform, tmp_path):
+def test_bad_load_names_the_differing_key(halfmoon_transform, tmp_path, capsys):
     out, _ = halfmoon_transform
     ckpt = str(out / "teacher.pt")
     with pytest.raises(ValueError, match="unroll"):
         _run(["--load", ckpt, "--unroll", "3", "--out", str(tmp_path / "a")])
     with pytest.raises(ValueError, match="kind"):
         _run(["--load", ckpt, "--teacher", "blackbox", "--out", str(tmp_path / "b")])
+    # on the command line: one line and exit status 1
+    assert cli(["parameterized", "--quick", "--no-progress", "--load", ckpt, "--unroll", "3",
+                "--out", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unroll" in err
+    assert err.startswith("python -m torchdht.experiments parameterized: error: ")
 
 
-def test_options_checked(tmp_path):
+def test_options_checked(tmp_path, capsys):
     with pytest.raises(ValueError, match="teacher-seed"):
         _run(["--teacher-seed", "1", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="unknown"):
         _run(["--baselines", "SGD,GAN", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="--lr must be > 0"):
         _run(["--lr", "0", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as info:  # the command line: a usage error
+        cli(["parameterized", "--quick", "--lr", "0", "--out", str(tmp_path)])
+    assert info.value.code == 2 and "--lr must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli(["parameterized", "--quick", "--teacher-seed", "1", "--out", str(tmp_path)])
+    assert info.value.code == 2 and "--teacher-seed 1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_registry_and_defaults():
     assert EXPERIMENTS["parameterized"] == "torchdht.experiments.parameterized"
     assert set(parameterized.TEACHERS) >= {"transform", "blackbox", "gan", "vae", "privacy"}
-    a = _args(["--dataset", "mnist35"])
-    parameterized._resolve(a)
+    a = _config(["--dataset", "mnist35"])
     # the paper's setting
     assert (a.seeds, a.iters, a.outer_iters, a.unroll, a.lr, a.teacher_lr) == (
         10, 300, 1000, 40, 1e-3, 2e-3)
     assert a.hidden == [128, 256, 512, 512, 1024] and a.batch_norm is True
-    b = _args(["--quick", "--unroll", "3"])
-    parameterized._resolve(b)
+    assert a == parameterized.ParameterizedConfig(dataset="mnist35")  # the defaults
+    b = _config(["--quick", "--unroll", "3"])
     assert b.unroll == 3 and b.hidden == [32, 16] and b.batch_norm is False
+    assert b.horizon == b.iters == 30 and b.baselines == list(parameterized.BASELINES)
     # the generative and privacy teachers' options: filled for their teacher only
-    v = _args(["--dataset", "mnist35", "--teacher", "vae"])
-    parameterized._resolve(v)
+    v = _config(["--dataset", "mnist35", "--teacher", "vae"])
     assert (v.vae_epochs, v.vae_latent, v.kl_weight, v.cache_dir) == (
-        100, 16, 1.0, str(parameterized.Path("runs") / "vae-cache"))
+        100, 16, 1.0, str(Path("runs") / "vae-cache"))
     assert v.adv_weight is None and v.eps is None and v.privacy_fraction is None
-    g = _args(["--quick", "--teacher", "gan"])
-    parameterized._resolve(g)
+    g = _config(["--quick", "--teacher", "gan"])
     assert (g.adv_weight, g.d_steps, g.vae_epochs, g.cache_dir) == (1.0, 1, None, None)
-    q = _args(["--quick", "--teacher", "privacy"])
-    parameterized._resolve(q)
-    parameterized._resolve(q)  # idempotent
+    q = _config(["--quick", "--teacher", "privacy"])
+    assert dataclasses.replace(q) == q  # filling again: idempotent
     assert (q.vae_epochs, q.vae_latent, q.privacy_fraction, q.penalty, q.eps) == (
         2, 2, 0.1, 1.0, None)
+    # the baselines keep their table order; '' is none
+    assert _config(["--baselines", "DHT,SGD"]).baselines == ["SGD", "DHT"]
+    assert _config(["--baselines", ""]).baselines == []
 
 
 # ------------------------------------------------- generative and privacy teachers
@@ -206,7 +229,7 @@ def test_quick_halfmoon_gan(tmp_path, capsys):
     assert math.isfinite(gan["final_discriminator_loss"]) and gan["final_discriminator_loss"] > 0
     assert math.isclose(gan["final_discriminator_loss"], float(rows[-1]["discriminator"]),
                         rel_tol=1e-6)
-    assert "vae_pretraining" not in cfg and "privacy" not in cfg and res["privacy"] is None
+    assert "vae_pretraining" not in cfg and "privacy" not in cfg and res.privacy is None
 
 
 def test_quick_halfmoon_vae_and_load_from_cache(tmp_path, cache, capsys):
@@ -223,7 +246,7 @@ def test_quick_halfmoon_vae_and_load_from_cache(tmp_path, cache, capsys):
     pre = cfg["vae_pretraining"]
     assert pre["cached"] is False and pre["seconds"] > 0 and pre["train_seconds"] > 0
     assert pre["epochs"] == 2 and pre["latent"] == 2 and math.isfinite(pre["final_loss"])
-    assert parameterized.Path(pre["path"]).parent == cache.resolve()
+    assert Path(pre["path"]).parent == cache.resolve()
     # --load: the VAE comes from the cache and the teacher's rows are reproduced
     again = tmp_path / "vae-loaded"
     res = _run(["--teacher", "vae", "--cache-dir", str(cache), "--load",
@@ -232,7 +255,7 @@ def test_quick_halfmoon_vae_and_load_from_cache(tmp_path, cache, capsys):
     pre2 = json.loads((again / "config.json").read_text())["vae_pretraining"]
     assert pre2["cached"] is True and pre2["path"] == pre["path"]
     assert pre2["train_seconds"] == pre["train_seconds"]
-    assert res["teacher_seconds"] == 0.0
+    assert res.teacher_seconds == 0.0
     first = [r for r in _rows(out / "results.csv") if r["teacher"] == "DHT-vae"]
     assert _rows(again / "results.csv") == first
 
@@ -249,7 +272,8 @@ def test_quick_halfmoon_privacy(tmp_path, cache, capsys):
     assert all(math.isfinite(float(r["penalty"])) and float(r["penalty"]) >= 0 for r in rows)
     cfg = json.loads((out / "config.json").read_text())
     priv = cfg["privacy"]
-    assert res["privacy"] == priv
+    assert res.privacy == priv
+    assert res.privacy_distances is not None and res.privacy_distances.shape == (2, 30)
     # a 10 % privacy set of the 800 training points; the teacher's pool is the rest
     assert priv["size"] == 80 and priv["pool_size"] == 720 and cfg["pool_size"] == 720
     assert priv["eps"] > 0 and math.isfinite(priv["eps"]) and cfg["eps"] is None
@@ -281,7 +305,7 @@ def test_quick_mnist35_gan(tmp_path, mnist_root):
     assert cfg["teacher_config"]["kind"] == "gan" and cfg["teacher_config"]["real_size"] == 1000
     assert cfg["teacher_config"]["policy"]["class"] == "ConvGenerator"
     assert math.isfinite(cfg["gan"]["final_discriminator_loss"])
-    assert res["teacher_seconds"] > 0
+    assert res.teacher_seconds > 0
     assert (out / "mnist_samples.png").stat().st_size > 1000
 
 

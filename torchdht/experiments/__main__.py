@@ -11,7 +11,6 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from . import EXPERIMENTS
-from ._core import HelpFormatter
 
 __all__ = ["SUMMARIES", "build_parser", "command_parser", "listing", "main", "run_command",
            "summary"]
@@ -88,19 +87,9 @@ def build_parser(prog: str = "python -m torchdht.experiments") -> argparse.Argum
 
 
 def run_command(module_path: str, argv: Sequence[str], prog: str) -> int:
-    """Run the command of module ``module_path`` on ``argv``; returns the exit status.
-
-    A module with ``config_from_args`` is run by its ``main(argv, prog=...)``; an older
-    one (``add_arguments`` and ``main(parsed options)``) by parsing here.
-    """
-    module = importlib.import_module(module_path)
-    if hasattr(module, "config_from_args"):
-        return int(module.main(list(argv), prog=prog))
-    p = argparse.ArgumentParser(prog=prog, description=module.DESCRIPTION,
-                                formatter_class=HelpFormatter)
-    module.add_arguments(p)
-    module.main(p.parse_args(list(argv)))
-    return 0
+    """Run the command of module ``module_path`` on ``argv`` with its ``main(argv,
+    prog=...)``; returns the exit status."""
+    return int(importlib.import_module(module_path).main(list(argv), prog=prog))
 
 
 def main(argv: Sequence[str] | None = None,

@@ -12,9 +12,12 @@ command-line convention (``torchdht.experiments._core``; the demo uses it too).
 * command line (:mod:`.cli`): :func:`add_common_arguments` (the flags of
   :data:`COMMON_FLAGS`), :func:`add_aliases` (older spellings, hidden),
   :class:`HelpFormatter`, :class:`ListAction`, :func:`fill_presets`,
-  :func:`parse_config` and :func:`run_main`.
+  :func:`preset_help`, :func:`parse_config` and :func:`run_main`;
+* config checks (:mod:`.checks`): :func:`check_choice`, :func:`check_min`,
+  :func:`check_rate`, each a ``ValueError`` naming the flag.
 """
 
+from .checks import check_choice, check_min, check_rate
 from .cli import (
     COMMON_FLAGS,
     DATA_ROOT_DEFAULT,
@@ -25,6 +28,7 @@ from .cli import (
     build_parser,
     fill_presets,
     parse_config,
+    preset_help,
     run_main,
 )
 from .data import (
@@ -68,6 +72,9 @@ __all__ = [
     "add_common_arguments",
     "cross_entropy_step",
     "build_parser",
+    "check_choice",
+    "check_min",
+    "check_rate",
     "cifar_to_float",
     "decode_images",
     "eval_points",
@@ -79,6 +86,7 @@ __all__ = [
     "mean_std",
     "mnist_root",
     "parse_config",
+    "preset_help",
     "progress_bar",
     "run_main",
     "seeded",

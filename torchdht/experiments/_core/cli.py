@@ -40,6 +40,7 @@ __all__ = [
     "build_parser",
     "fill_presets",
     "parse_config",
+    "preset_help",
     "run_main",
 ]
 
@@ -193,6 +194,18 @@ def fill_presets(args: argparse.Namespace, presets: Mapping[str, Any]) -> argpar
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     return args
+
+
+def preset_help(what: str, key: str, defaults: Mapping[str, Any],
+                quick: Mapping[str, Any]) -> str:
+    """The help of an option whose default is a preset: ``what``, then its default and its
+    ``--quick`` value.
+
+    Example:
+        >>> preset_help("DHT random starts", "restarts", {"restarts": 16}, {"restarts": 4})
+        'DHT random starts (default: 16; --quick: 4)'
+    """
+    return f"{what} (default: {defaults[key]}; --quick: {quick[key]})"
 
 
 def build_parser(module: ModuleType, prog: str) -> argparse.ArgumentParser:

@@ -60,6 +60,16 @@ class Writer:
         self.written.append(path)
         return path
 
+    def path(self, name: str) -> Path | None:
+        """The path of a file ``name`` that the caller writes itself (``torch.save``, say):
+        the folder is created and the file counted in :attr:`written`; None with no folder.
+
+        Example:
+            >>> Writer(None).path("teacher.pt") is None
+            True
+        """
+        return None if self.out is None else self._path(name)
+
     def csv(
         self,
         name: str,
@@ -102,20 +112,22 @@ class Writer:
 
     @contextlib.contextmanager
     def figure(self, name: str, ncols: int = 1,
-               figsize: tuple[float, float] = (7.0, 4.5)) -> Iterator[list[Any]]:
-        """A row of ``ncols`` matplotlib axes (Agg backend) to draw on; saved to ``name``
-        (120 dpi, tight layout) when the block ends. Draw only when :attr:`out` is set."""
+               figsize: tuple[float, float] = (7.0, 4.5), *, nrows: int = 1,
+               dpi: int = 120) -> Iterator[list[Any]]:
+        """A row of ``ncols`` matplotlib axes (Agg backend) to draw on (``nrows`` rows of
+        them: the axes row after row); saved to ``name`` (``dpi``, tight layout) when the
+        block ends. The figure is ``axes[0].figure``. Draw only when :attr:`out` is set."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, grid = plt.subplots(1, ncols, figsize=figsize, squeeze=False)
+        fig, grid = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
         try:
-            yield list(grid[0])
+            yield list(grid.flat)
             fig.tight_layout()
             if self.out is not None:
-                fig.savefig(self._path(name), dpi=120)
+                fig.savefig(self._path(name), dpi=dpi)
         finally:
             plt.close(fig)
 
