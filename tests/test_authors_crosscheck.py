@@ -84,5 +84,5 @@ def test_quick_smoke_on_the_authors_code(tmp_path: Path) -> None:
     first = {k: v["test_acc"][0] for k, v in runs.items()}
     assert len(set(first.values())) == 1, first  # one initialisation for every arm
     assert 5.5 < summary["probe"]["student"]["ratio_mean"] < 6.5  # 1 + n_weight_update grads
-    assert set(summary["ours"]) == {"ours", "matched"}
+    assert set(summary["ours"]) == {"ours", "matched", "matched-model"}
     assert "Student" in (out / "tables.md").read_text()
