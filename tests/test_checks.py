@@ -121,3 +121,29 @@ def test_typing_aliases():
     from torchdht import typing as tt
 
     assert set(tt.__all__) >= {"Params", "HeadFn", "LearningRate", "ObjectiveAndGrad", "Targets"}
+
+
+def test_saved_state_checks_are_one_check_everywhere():
+    """The teacher and the sampler refuse the same broken state with the same types."""
+    from torch import nn
+
+    from torchdht import PerformativeTeacher, TeachingSampler
+    from torchdht._checks import check_saved_state
+    from torchdht.errors import TeacherError, TeacherTypeError
+
+    with pytest.raises(TeacherTypeError, match="state must be a dict"):
+        check_saved_state([1], {"version"}, 1)
+    with pytest.raises(TeacherError, match=r"missing keys \['seed'\]"):
+        check_saved_state({"version": 1}, {"version", "seed"}, 1)
+    with pytest.raises(TeacherError, match="unsupported state version 2"):
+        check_saved_state({"version": 2}, {"version"}, 1)
+    teacher = PerformativeTeacher(nn.Linear(4, 3), lr=0.1)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3))
+    sampler = TeachingSampler(data, model=model, head=model[-1], lr=0.1, batch_size=4)
+    for obj in (teacher, sampler):
+        with pytest.raises(TeacherTypeError):
+            obj.load_state_dict("not a dict")
+        with pytest.raises(TeacherError, match="missing keys"):
+            obj.load_state_dict({"version": 1})
+    teacher.remove()

@@ -21,6 +21,7 @@ from .errors import HeadTypeError, TargetsError, TeacherError, TeacherTypeError
 from .typing import LearningRate
 
 __all__ = [
+    "check_saved_state",
     "check_positive",
     "check_int",
     "check_float",
@@ -304,3 +305,23 @@ class LearnerRate:
         if not math.isfinite(float(eta)):
             raise TeacherError(f"the learner's lr (eta) must be finite, got {eta!r}")
         return float(eta)
+
+
+def check_saved_state(state: Any, keys: set[str], version: int) -> dict[str, Any]:
+    """``state`` if it is a dict with ``keys`` saved at ``version``, else a clear error.
+
+    The one check of every ``load_state_dict``: a :class:`TeacherTypeError`
+    for a non-dict, a :class:`TeacherError` for missing keys or another version.
+
+    Example:
+        >>> check_saved_state({"version": 1, "seed": 0}, {"version", "seed"}, 1)["seed"]
+        0
+    """
+    if not isinstance(state, dict):
+        raise TeacherTypeError(f"state must be a dict, got {type(state).__name__}")
+    missing = keys - set(state)
+    if missing:
+        raise TeacherError(f"state is missing keys {sorted(missing)}")
+    if state["version"] != version:
+        raise TeacherError(f"unsupported state version {state['version']!r}")
+    return state

@@ -32,6 +32,7 @@ from .._checks import (
     check_ignore_index,
     check_int,
     check_positive,
+    check_saved_state,
     check_seed,
 )
 from ..errors import (
@@ -483,13 +484,8 @@ class PerformativeTeacher:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned; a malformed state is refused whole."""
-        if not isinstance(state, dict):
-            raise TypeError(f"state must be a dict, got {type(state).__name__}")
-        missing = {"version", "enabled", "steps_taught", "seed", "rng"} - set(state)
-        if missing:
-            raise ValueError(f"state is missing keys {sorted(missing)}")
-        if state["version"] != _STATE_VERSION:
-            raise ValueError(f"unsupported state version {state['version']!r}")
+        keys = {"version", "enabled", "steps_taught", "seed", "rng"}
+        state = check_saved_state(state, keys, _STATE_VERSION)
         if not isinstance(state["enabled"], bool):
             raise ValueError(f"state['enabled'] must be a bool, got {state['enabled']!r}")
         # the shared checks raise TeacherError / TeacherTypeError, both ValueErrors

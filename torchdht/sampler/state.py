@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_int
-from ..errors import TeacherError, TeacherTypeError
+from .._checks import check_int, check_saved_state
+from ..errors import TeacherError
 
 __all__ = ["CONFIG_KEYS", "STATE_VERSION", "check_state", "dist_default", "rank_share"]
 
@@ -62,13 +62,7 @@ def rank_share(
 def check_state(state: Any, mine: dict[str, Any], steps: int) -> int:
     """The step to resume at from ``state``, saved by a sampler whose configuration
     matches ``mine`` and that has ``steps`` steps per epoch."""
-    if not isinstance(state, dict):
-        raise TeacherTypeError(f"state must be a dict, got {type(state).__name__}")
-    missing = {"version", "epoch", "step", "seed", "config"} - set(state)
-    if missing:
-        raise TeacherError(f"state is missing keys {sorted(missing)}")
-    if state["version"] != STATE_VERSION:
-        raise TeacherError(f"unsupported state version {state['version']!r}")
+    state = check_saved_state(state, {"version", "epoch", "step", "seed", "config"}, STATE_VERSION)
     theirs = state["config"]
     diff = [k for k in CONFIG_KEYS if theirs.get(k) != mine[k]]
     if diff:
