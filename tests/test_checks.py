@@ -138,7 +138,7 @@ def test_saved_state_checks_are_one_check_everywhere():
     with pytest.raises(TeacherError, match="unsupported state version 2"):
         check_saved_state({"version": 2}, {"version"}, 1)
     teacher = PerformativeTeacher(nn.Linear(4, 3), lr=0.1)
-    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randint(0, 3, (32,)))
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3))
     sampler = TeachingSampler(data, model=model, head=model[-1], lr=0.1, batch_size=4)
     for obj in (teacher, sampler):
