@@ -386,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default runs/authors_crosscheck, "
                    "runs/authors_crosscheck-quick with --quick)")
-    p.add_argument("--data", default=None, help="folder holding MNIST/raw (default: the "
+    p.add_argument("--data", dest="data", default=None, help=argparse.SUPPRESS)  # old spelling
+    p.add_argument("--data-root", dest="data", default=None,
+                   help="folder holding MNIST/raw (default: the "
                    "project's data root, TORCHDHT_DATA)")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per program (default 2; 1 with --quick): the authors' first "
