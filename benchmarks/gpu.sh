@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One short GPU run (a few minutes, no downloads): the CUDA-only tests, the CIFAR example's CUDA
 # path (AMP + channels_last) on FakeData with every method, the step-overhead suite on CUDA and
-# its table (both solvers), the teacher's own time per step and the GPU kernels it launches.
+# its table (both solvers), the teacher's own time per step, the GPU kernels it launches, and
+# the time and peak memory of a taught step on 10,000- and 32,000-way heads.
 # Usage (repository root, on a machine with a GPU): bash benchmarks/gpu.sh [OUT_DIR]
 # Each part runs even when an earlier one fails; the exit status says whether any failed.
 set -uo pipefail
@@ -30,4 +31,6 @@ part "step overhead" step_overhead.txt python -m pytest benchmarks/test_step_ove
 part "overhead table" overhead_table.md python benchmarks/report.py "$out/step_overhead.json"
 part "teacher share" teacher_share.md python benchmarks/teacher_share.py
 part "kernels per step" kernel_count.md python benchmarks/kernel_count.py
+part "wide heads" wide_heads.md python benchmarks/wide_heads.py --device cuda --no-precision \
+  --methods "train step" "taught step" "taught step (pgd)" --repeats 3
 exit $status

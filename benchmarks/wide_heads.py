@@ -89,17 +89,19 @@ METHODS = [
 class Setup:
     """A case's model, batch, detached features and head parameters."""
 
-    def __init__(self, case: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> None:
+    def __init__(
+        self, case: str, dtype: torch.dtype = torch.float32, seed: int = 0, device: str = "cpu"
+    ) -> None:
         c, b, t, d_in, d = CASES[case]
         torch.manual_seed(seed)
         self.body = nn.Sequential(nn.Linear(d_in, d), nn.ReLU()).to(dtype)
         self.head = nn.Linear(d, c).to(dtype)
-        self.model = nn.Sequential(self.body, self.head)
+        self.model = nn.Sequential(self.body, self.head).to(device)
         shape = (b, t, d_in) if t else (b, d_in)
-        self.x = torch.randn(*shape, dtype=dtype)
+        self.x = torch.randn(*shape, dtype=dtype).to(device)
         self.n = b * t if t else b
         self.c, self.d = c, d
-        self.y = torch.randint(0, c, (self.n,))
+        self.y = torch.randint(0, c, (self.n,)).to(device)
         with torch.no_grad():
             self.z = self.body(self.x).reshape(self.n, d)
         self.w = self.head.weight.detach()
@@ -157,14 +159,36 @@ def make_op(
     raise ValueError(f"unknown method {method!r}")
 
 
-def median_ms(op: Callable[[], object], repeats: int) -> float:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_ms(op: Callable[[], object], repeats: int, device: str = "cpu") -> float:
     op()  # warm-up
+    _sync(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         op()
+        _sync(device)
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
+
+
+def cuda_peak_mib(op: Callable[[], object], device: str) -> tuple[float, str]:
+    """Peak extra CUDA memory of one call after a warm-up (allocator statistics)."""
+    op()
+    torch.cuda.synchronize(device)
+    gc.collect()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    out = op()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    del out
+    how = "torch.cuda.max_memory_allocated minus the allocated before, warm-up run first"
+    return (peak - before) / 2**20, how
 
 
 def _status_kib(field: str) -> int:
@@ -255,6 +279,9 @@ def main() -> None:
     ap.add_argument("--feature-grad", action="store_true", help="lookaheads return feature_grad")
     ap.add_argument("--no-memory", action="store_true", help="skip the subprocess memory runs")
     ap.add_argument("--no-precision", action="store_true", help="skip the float32 precision runs")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu or cuda[:i]; on CUDA memory is read from the allocator in-process "
+                    "(default cpu)")
     ap.add_argument("--child", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -267,20 +294,26 @@ def main() -> None:
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, {args.threads} torch thread(s), float32, "
         f"steps={args.steps}, lr={args.lr}, feature_grad={args.feature_grad}, "
-        f"median of {args.repeats}"
+        f"median of {args.repeats}, device {args.device}"
+        + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda")
+           else "")
     )
     print()
     print("| case | N | C | D | gram_is_cheaper | method | median ms | peak extra MiB |")
     print("|---|---:|---:|---:|:---:|---|---:|---:|")
     hows = set()
     for case in args.cases:
-        s = Setup(case)
+        s = Setup(case, device=args.device)
         cheaper = gram_is_cheaper(s.n, s.c, s.d, steps=args.steps, feature_grad=args.feature_grad)
         for method in args.methods:
-            ms = median_ms(make_op(s, method, args.steps, args.lr, args.feature_grad), args.repeats)
+            op = make_op(s, method, args.steps, args.lr, args.feature_grad)
+            ms = median_ms(op, args.repeats, args.device)
             mem = "-"
             if not args.no_memory:
-                mib, how = peak_mib(case, method, args)
+                if args.device.startswith("cuda"):
+                    mib, how = cuda_peak_mib(op, args.device)
+                else:
+                    mib, how = peak_mib(case, method, args)
                 mem = f"{mib:.1f}"
                 hows.add(how)
             print(
