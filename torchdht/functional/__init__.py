@@ -1,6 +1,6 @@
 """Pure tensor functions behind the teachers (no state, torch.func friendly)."""
 
-from . import gram
+from . import gram, informed
 from .box import (
     Box,
     BoxSolveResult,
@@ -34,6 +34,7 @@ from .sphere import (
 
 __all__ = [
     "gram",
+    "informed",
     "Box",
     "BoxSolveResult",
     "box_from_data",

@@ -160,6 +160,7 @@ def greedy_teach(
     solver: str = "pgd",
     gram: bool | None = None,
     solve_tol: float | None = None,
+    target: tuple[Tensor, Tensor | None] | None = None,
 ) -> TeachStep:
     """Lookahead ``theta*`` then solve eq. 9 in the cap around every row.
 
@@ -215,6 +216,11 @@ def greedy_teach(
             (see :func:`~torchdht.functional.solve_cap`; one host sync per
             step) (default: None, meaning all ``solve_steps`` steps).
 
+        target: ``(W*, b*)`` to teach toward instead of the lookahead's
+            (e.g. from :mod:`~torchdht.functional.informed`); the lookahead
+            still runs for ``feature_grad`` and the statistics, and the
+            dense form is used (default: None, meaning the lookahead's).
+
     Wide heads (more than :data:`~torchdht.functional.chunks.ROW_BLOCK`
     numbers in ``N x C``) are solved in blocks of rows, so that the solver's
     temporaries stay small; the result is the same up to rounding (and, with
@@ -246,6 +252,16 @@ def greedy_teach(
     else:
         solve_steps = PGD_STEPS if solve_steps is None else solve_steps
         evals = 1 + check_int(solve_steps, "solve_steps", 0)
+    if target is not None:
+        w_t, b_t = target
+        if tuple(w_t.shape) != tuple(weight.shape) or (b_t is None) != (bias is None) or (
+            b_t is not None and bias is not None and tuple(b_t.shape) != tuple(bias.shape)
+        ):
+            raise TeacherError(
+                "target must be (W*, b*) shaped like the head's (weight, bias): "
+                f"{tuple(weight.shape)} and {None if bias is None else tuple(bias.shape)}"
+            )
+        gram = False  # W* is given: the dense form
     if gram is None:
         gram = gram_is_cheaper(
             z.shape[0], weight.shape[0], weight.shape[-1], steps=lookahead_steps,
@@ -257,6 +273,10 @@ def greedy_teach(
     )
 
     check_linear_args(zs, targets, weight, bias)
+    if target is not None:
+        assert isinstance(la, LinearLookahead)
+        la = la._replace(weight=target[0].to(weight.dtype),
+                         bias=None if target[1] is None else target[1].to(weight.dtype))
     dist = _theta_dist(weight, bias, zs, la)
     # rows do not interact in the solve: a wide head's rows are solved in blocks
     rows = block_rows(zs.shape[0], weight.shape[0])

@@ -1,0 +1,126 @@
+"""Targets from beyond the batch (``torchdht.functional.informed``) and ``greedy_teach``'s
+``target=`` override. Closed forms in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchdht.functional import greedy_teach, linear_lookahead
+from torchdht.functional.informed import ema_target, refit_head
+from torchdht.functional.objective import linear_ce_closure
+from torchdht.functional.solve import solve_cap
+
+DT = torch.float64
+
+
+def _data(seed: int, n: int = 80, d: int = 4, c: int = 3, soft: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=g, dtype=DT)
+    if soft:
+        y = torch.softmax(2 * torch.randn(n, c, generator=g, dtype=DT), -1)
+    else:
+        y = torch.randint(0, c, (n,), generator=g)
+    w = 0.3 * torch.randn(c, d, generator=g, dtype=DT)
+    b = 0.1 * torch.randn(c, generator=g, dtype=DT)
+    return z, y, w, b
+
+
+def _newton(z, y, w, b, l2, iters=50):
+    """Damped Newton on the same convex objective, with the Hessian from autograd."""
+    c, d = w.shape
+    with_bias = b is not None
+    theta = torch.cat([w.reshape(-1)] + ([b] if with_bias else [])).clone()
+
+    def loss(t):
+        wt = t[: c * d].reshape(c, d)
+        logits = z @ wt.T + (t[c * d:] if with_bias else 0.0)
+        return F.cross_entropy(logits, y) + 0.5 * l2 * t.pow(2).sum()
+
+    for _ in range(iters):
+        g = torch.autograd.functional.jacobian(loss, theta)
+        h = torch.autograd.functional.hessian(loss, theta)
+        step = torch.linalg.solve(h, g)
+        t = 1.0
+        while loss(theta - t * step) > loss(theta) and t > 1e-8:
+            t *= 0.5
+        theta = theta - t * step
+    return theta[: c * d].reshape(c, d), (theta[c * d:] if with_bias else None)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("soft", [False, True])
+def test_refit_reaches_the_regularised_optimum(bias, soft):
+    z, y, w, b = _data(1, soft=soft)
+    b = b if bias else None
+    l2 = 1e-2
+    w_star, b_star = refit_head(z, y, w, b, l2=l2, max_iter=500)
+    w_ref, b_ref = _newton(z, y, w, b, l2)
+    torch.testing.assert_close(w_star, w_ref, rtol=0, atol=1e-6)
+    if bias:
+        torch.testing.assert_close(b_star, b_ref, rtol=0, atol=1e-6)
+    # the gradient vanishes there
+    p = [w_star.clone().requires_grad_()] + ([b_star.clone().requires_grad_()] if bias else [])
+    logits = z @ p[0].T + (p[1] if bias else 0.0)
+    loss = F.cross_entropy(logits, y) + 0.5 * l2 * sum(q.pow(2).sum() for q in p)
+    grads = torch.autograd.grad(loss, p)
+    assert max(gr.abs().max().item() for gr in grads) < 1e-6
+    assert not w_star.requires_grad and w.grad is None  # inputs untouched
+
+
+def test_refit_does_not_touch_its_inputs_and_checks_arguments():
+    z, y, w, b = _data(2)
+    w0, b0 = w.clone(), b.clone()
+    refit_head(z, y, w, b)
+    assert torch.equal(w, w0) and torch.equal(b, b0)
+    for kw in ({"l2": 0.0}, {"l2": -1.0}, {"max_iter": 0}, {"tol": 0.0}):
+        with pytest.raises(ValueError):
+            refit_head(z, y, w, b, **kw)
+
+
+def test_ema_equals_the_hand_computation():
+    g = torch.Generator().manual_seed(3)
+    targets = [(torch.randn(3, 4, generator=g, dtype=DT), torch.randn(3, generator=g, dtype=DT))
+               for _ in range(5)]
+    state = None
+    for t in targets:
+        state = ema_target(state, t, 0.8)
+    # by hand: the first target, then w <- 0.8 w + 0.2 new
+    w, b = targets[0]
+    for wn, bn in targets[1:]:
+        w, b = 0.8 * w + 0.2 * wn, 0.8 * b + 0.2 * bn
+    torch.testing.assert_close(state[0], w, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(state[1], b, rtol=1e-14, atol=1e-14)
+    assert ema_target(None, targets[0], 0.8) is targets[0]
+    for decay in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="decay"):
+            ema_target(state, targets[0], decay)
+
+
+def test_greedy_teach_with_a_given_target_solves_toward_it():
+    z, y, w, b = _data(4, n=16)
+    z = z.relu() + 0.1
+    w_star, b_star = refit_head(z, y, w, b, l2=1e-2)
+    out = greedy_teach(z, y, w, b, 0.5, eps=0.2, target=(w_star, b_star), subspace=False)
+    fn = linear_ce_closure(y, w, b, w_star, b_star, 0.5)
+    ref = solve_cap(fn, z, 0.2, 15)
+    torch.testing.assert_close(out.z, ref.z, rtol=1e-12, atol=1e-12)
+    assert torch.equal(out.lookahead.weight, w_star)
+    dist = torch.sqrt((w - w_star).pow(2).sum() + (b - b_star).pow(2).sum())
+    torch.testing.assert_close(out.theta_dist, dist)
+    # the lookahead still runs for the released-code gradient, unchanged by the target
+    fg = greedy_teach(z, y, w, b, 0.5, target=(w_star, b_star), feature_grad=True)
+    la = linear_lookahead(z, y, w, b, 0.5, 5, feature_grad=True)
+    torch.testing.assert_close(fg.lookahead.feature_grad, la.feature_grad)
+    # and differs from teaching toward the lookahead's target
+    plain = greedy_teach(z, y, w, b, 0.5, eps=0.2, subspace=False)
+    assert (out.z - plain.z).abs().max() > 1e-4
+
+
+def test_greedy_teach_refuses_a_target_of_the_wrong_shape():
+    z, y, w, b = _data(5, n=8)
+    with pytest.raises(ValueError, match="target"):
+        greedy_teach(z, y, w, b, 0.5, target=(w[:, :2], b))
+    with pytest.raises(ValueError, match="target"):
+        greedy_teach(z, y, w, b, 0.5, target=(w, None))
