@@ -124,3 +124,115 @@ def test_greedy_teach_refuses_a_target_of_the_wrong_shape():
         greedy_teach(z, y, w, b, 0.5, target=(w[:, :2], b))
     with pytest.raises(ValueError, match="target"):
         greedy_teach(z, y, w, b, 0.5, target=(w, None))
+
+
+# ===================================================================== the teacher's target=
+def _head(w, b):
+    from torch import nn
+
+    head = nn.Linear(w.shape[1], w.shape[0]).to(DT)
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.copy_(b)
+    return head
+
+
+def _taught(teacher, head, z, y):
+    seen = {}
+    handle = head.register_forward_hook(lambda m, i, o: seen.__setitem__("z", i[0].detach()))
+    teacher.set_targets(y)
+    head(z)
+    handle.remove()
+    return seen["z"]
+
+
+def _batches(n_batches: int, seed: int = 7):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(12, 4, generator=g, dtype=DT).relu() + 0.1,
+             torch.randint(0, 3, (12,), generator=g)) for _ in range(n_batches)]
+
+
+def test_teacher_ema_target_equals_greedy_teach_toward_the_hand_made_average():
+    from torchdht import PerformativeTeacher
+
+    _, _, w, b = _data(8)
+    head = _head(w, b)
+    teacher = PerformativeTeacher(head, lr=0.5, eps=0.2, target="ema", target_decay=0.6,
+                                  solve_tol=None)
+    state = None
+    for z, y in _batches(3):
+        got = _taught(teacher, head, z, y)
+        la = linear_lookahead(z, y, w, b, 0.5, 5)
+        state = (la.weight, la.bias) if state is None else (
+            0.6 * state[0] + 0.4 * la.weight, 0.6 * state[1] + 0.4 * la.bias)
+        want = greedy_teach(z, y, w, b, 0.5, eps=0.2, target=state)
+        torch.testing.assert_close(got, want.z, rtol=1e-10, atol=1e-12)
+    assert teacher.state_dict()["target"]["steps"] == 3
+    teacher.remove()
+
+
+def test_teacher_buffer_target_refits_on_the_ring_buffer_every_refit_every_steps():
+    from torchdht import PerformativeTeacher
+
+    _, _, w, b = _data(9)
+    head = _head(w, b)
+    teacher = PerformativeTeacher(head, lr=0.5, eps=0.2, target="buffer", buffer_batches=2,
+                                  refit_every=2, refit_l2=1e-2, solve_tol=None)
+    batches = _batches(4)
+    target = None
+    for i, (z, y) in enumerate(batches):
+        got = _taught(teacher, head, z, y)
+        if i % 2 == 0:  # refit on the last two batches (one at the first step)
+            keep = batches[max(0, i - 1): i + 1]
+            zb = torch.cat([bz for bz, _ in keep])
+            yb = torch.cat([F.one_hot(by, 3).to(DT) for _, by in keep])
+            target = refit_head(zb, yb, w, b, l2=1e-2, max_iter=500)
+        want = greedy_teach(z, y, w, b, 0.5, eps=0.2, target=target)
+        torch.testing.assert_close(got, want.z, rtol=1e-6, atol=1e-6)
+    assert len(teacher.state_dict()["target"]["buffer"]) == 2
+    teacher.remove()
+
+
+def test_teacher_informed_target_state_round_trip():
+    from torchdht import PerformativeTeacher
+
+    _, _, w, b = _data(10)
+    batches = _batches(4, seed=11)
+    outs = []
+    for resume in (False, True):
+        head = _head(w, b)
+        t = PerformativeTeacher(head, lr=0.5, target="ema", solve_tol=None, seed=0)
+        for z, y in batches[:2]:
+            _taught(t, head, z, y)
+        if resume:
+            saved = t.state_dict()
+            t.remove()
+            t = PerformativeTeacher(head, lr=0.5, target="ema", solve_tol=None, seed=0)
+            t.load_state_dict(saved)
+        outs.append([_taught(t, head, z, y) for z, y in batches[2:]])
+        t.remove()
+    for a, r in zip(*outs):
+        assert torch.equal(a, r)
+
+
+def test_teacher_target_bad_inputs():
+    from torch import nn
+
+    from torchdht import PerformativeTeacher
+
+    for kw, match in [
+        ({"target": "oracle"}, "target"),
+        ({"target": "ema", "policy": "random"}, "greedy"),
+        ({"target": "ema", "compile": True}, "compile"),
+        ({"target": "ema", "target_decay": 1.0}, "target_decay"),
+        ({"target": "buffer", "refit_every": 0}, "refit_every"),
+        ({"target": "buffer", "buffer_batches": 0}, "buffer_batches"),
+        ({"target": "buffer", "refit_l2": 0.0}, "refit_l2"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            PerformativeTeacher(nn.Linear(4, 3), lr=0.1, **kw)
+    t = PerformativeTeacher(nn.Linear(4, 3), lr=0.1, target="ema")
+    plain = PerformativeTeacher(nn.Linear(4, 3), lr=0.1).state_dict()
+    with pytest.raises(ValueError, match="target"):
+        t.load_state_dict(plain)  # a state without the target's
+    t.remove()

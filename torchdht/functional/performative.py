@@ -160,7 +160,8 @@ def greedy_teach(
     solver: str = "pgd",
     gram: bool | None = None,
     solve_tol: float | None = None,
-    target: tuple[Tensor, Tensor | None] | None = None,
+    target: tuple[Tensor, Tensor | None] | Callable[..., tuple[Tensor, Tensor | None]]
+    | None = None,
 ) -> TeachStep:
     """Lookahead ``theta*`` then solve eq. 9 in the cap around every row.
 
@@ -217,9 +218,11 @@ def greedy_teach(
             step) (default: None, meaning all ``solve_steps`` steps).
 
         target: ``(W*, b*)`` to teach toward instead of the lookahead's
-            (e.g. from :mod:`~torchdht.functional.informed`); the lookahead
-            still runs for ``feature_grad`` and the statistics, and the
-            dense form is used (default: None, meaning the lookahead's).
+            (e.g. from :mod:`~torchdht.functional.informed`), or a callable
+            ``fn(lookahead, z, targets, valid, weight, bias) -> (W*, b*)``
+            that makes one from this step's lookahead; the lookahead still
+            runs for ``feature_grad`` and the statistics, and the dense form
+            is used (default: None, meaning the lookahead's).
 
     Wide heads (more than :data:`~torchdht.functional.chunks.ROW_BLOCK`
     numbers in ``N x C``) are solved in blocks of rows, so that the solver's
@@ -253,6 +256,8 @@ def greedy_teach(
         solve_steps = PGD_STEPS if solve_steps is None else solve_steps
         evals = 1 + check_int(solve_steps, "solve_steps", 0)
     if target is not None:
+        gram = False  # W* is given: the dense form
+    if target is not None and not callable(target):
         w_t, b_t = target
         if tuple(w_t.shape) != tuple(weight.shape) or (b_t is None) != (bias is None) or (
             b_t is not None and bias is not None and tuple(b_t.shape) != tuple(bias.shape)
@@ -273,6 +278,9 @@ def greedy_teach(
     )
 
     check_linear_args(zs, targets, weight, bias)
+    if callable(target):
+        assert isinstance(la, LinearLookahead)
+        target = target(la, zs, targets, valid, weight, bias)
     if target is not None:
         assert isinstance(la, LinearLookahead)
         la = la._replace(weight=target[0].to(weight.dtype),

@@ -11,10 +11,11 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .._checks import check_head
-from ..errors import HeadTypeError, TargetsError
+from ..errors import HeadTypeError, TargetsError, TeacherError
 
 __all__ = [
     "check_armed_targets",
+    "check_optimizer_holds_head",
     "check_target_shapes",
     "check_rng_state",
     "check_teacher_head",
@@ -211,3 +212,29 @@ def check_target_shapes(z: Tensor, targets: Tensor, num_classes: int) -> None:
             f"targets have shape {shape} but the features reaching the head have shape "
             f"{tuple(z.shape)}; expected targets of shape {want}"
         )
+
+
+def check_optimizer_holds_head(
+    optimizer: torch.optim.Optimizer | None, head: nn.Module, known: Tensor | None
+) -> int | None:
+    """The optimizer's group that now holds ``head.weight`` when ``fully_shard`` (FSDP2)
+    replaced it by a DTensor parameter since ``known`` was read; None when nothing changed.
+
+    An optimizer built before ``fully_shard`` does not hold the new parameter: refused,
+    since ``eta`` would be read from an optimizer that no longer trains the head. Checked
+    between steps, where FSDP2's parameters are the sharded ones (inside its forward they
+    are plain unsharded tensors no optimizer holds).
+    """
+    w = head._parameters.get("weight")
+    if optimizer is None or w is None or w is known or not is_dtensor(w):
+        return None
+    for i, group in enumerate(optimizer.param_groups):
+        if any(p is w for p in group["params"]):
+            return i
+    raise TeacherError(
+        "head.weight was replaced by a sharded (DTensor) parameter, as fully_shard does, "
+        "after the teacher was built, and the teacher's optimizer does not hold the new "
+        "one, so eta would be read from an optimizer that no longer trains the head. "
+        "Build the teacher after fully_shard and the optimizer, or pass "
+        "lr=lambda: opt.param_groups[0]['lr']"
+    )

@@ -8,7 +8,9 @@ teacher nor its optimizer and passes features through.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import torch
@@ -19,7 +21,11 @@ from ..errors import TorchScriptError
 if TYPE_CHECKING:
     from .teacher import PerformativeTeacher
 
+# Heads that carry a teacher; a weak map so that a dropped model frees its entry.
+ATTACHED: weakref.WeakKeyDictionary[nn.Module, weakref.ref] = weakref.WeakKeyDictionary()
+
 __all__ = [
+    "ATTACHED",
     "ArmHook",
     "InertHook",
     "StraightThrough",
@@ -28,6 +34,7 @@ __all__ = [
     "compiling",
     "in_backward",
     "remove_inert_hooks",
+    "suspend_teachers",
     "under_functorch",
 ]
 
@@ -202,3 +209,32 @@ def compiling() -> bool:
 def under_functorch() -> bool:
     """Whether a ``torch.func`` transform is running."""
     return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+@contextlib.contextmanager
+def suspend_teachers(module: nn.Module) -> Iterator[list[PerformativeTeacher]]:
+    """Within the block every :class:`PerformativeTeacher` on a submodule of
+    ``module`` passes features through (each teacher's ``enabled`` is restored
+    afterwards); yields the teachers found.
+
+    For forwards that are not training steps of the learner, e.g. the virtual
+    step of :meth:`torchdht.MixupTeacher.hypergradient_step`.
+
+    Example:
+        >>> from torchdht import PerformativeTeacher
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> teacher = PerformativeTeacher(model[-1], lr=0.1)
+        >>> with suspend_teachers(model) as found:
+        ...     out = model(torch.randn(2, 4))  # no targets needed
+        >>> len(found), teacher.enabled
+        (1, True)
+        >>> teacher.remove()
+    """
+    with contextlib.ExitStack() as stack:
+        teachers = []
+        for m in module.modules():
+            ref = ATTACHED.get(m)
+            teacher = ref() if ref is not None else None
+            if teacher is not None:
+                teachers.append(stack.enter_context(teacher.suspended()))
+        yield teachers

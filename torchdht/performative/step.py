@@ -141,6 +141,7 @@ def teach_step(
     solve_steps: int | None = None,
     solve_lr: float | None = None,
     solve_tol: float | None = None,
+    target: Any = None,
     solver: str = "pgd",
     ignore_index: int = -100,
     **common: Any,
@@ -156,6 +157,7 @@ def teach_step(
     if generator is None:
         step = greedy_teach(
             zf, tgt, w, b, eta, solve_steps=solve_steps, solve_lr=solve_lr, solve_tol=solve_tol,
+            target=target,
             solver=solver, mask=keep, **common,
         )
     else:

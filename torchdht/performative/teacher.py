@@ -48,16 +48,17 @@ from ..functional.performative import (
 from ..functional.sphere import check_eps
 from .head import (
     check_armed_targets,
+    check_optimizer_holds_head,
     check_rng_state,
     check_target_shapes,
     check_teacher_head,
-    is_dtensor,
     read_head,
     row_sums,
     uses_cuda_graphs,
     weight_params,
 )
 from .hooks import (
+    ATTACHED,
     ArmHook,
     InertHook,
     StraightThrough,
@@ -66,8 +67,10 @@ from .hooks import (
     compiling,
     in_backward,
     remove_inert_hooks,
+    suspend_teachers,
     under_functorch,
 )
+from .informed import TARGETS, InformedTarget
 from .step import teach_step, working_dtype
 
 # Models saved by torch.save before the hooks had their own module refer to these names.
@@ -78,8 +81,6 @@ __all__ = ["PerformativeTeacher", "remove_inert_hooks", "suspend_teachers"]
 _POLICIES = ("greedy", "random", "none")
 _STATE_VERSION = 1
 
-# Heads that carry a teacher; a weak map so that a dropped model frees its entry.
-_ATTACHED: weakref.WeakKeyDictionary[nn.Module, weakref.ref] = weakref.WeakKeyDictionary()
 
 
 class PerformativeTeacher:
@@ -157,6 +158,14 @@ class PerformativeTeacher:
         validate: check target values on the host even on CUDA, which costs a
             device sync (default: False: on CUDA, out-of-range labels are
             caught by ``torch._assert_async``).
+        target: where ``theta*`` comes from: ``"lookahead"`` (the paper's:
+            ``lookahead_steps`` SGD steps on the batch), ``"ema"`` (a moving
+            average of those, decay ``target_decay``) or ``"buffer"`` (the
+            head refit every ``refit_every`` steps to its ``refit_l2``-ridge
+            optimum on the last ``buffer_batches`` batches' features) (default:
+            "lookahead"). Greedy policy, eager only; see the method card.
+        target_decay, buffer_batches, refit_every, refit_l2: the informed
+            targets' settings (defaults: 0.9, 50, 100, 1e-4).
 
     Example:
         >>> import torch.nn.functional as F
@@ -204,9 +213,14 @@ class PerformativeTeacher:
         seed: int | None = None,
         validate: bool = False,
         compile: bool | dict[str, Any] = False,
+        target: str = "lookahead",
+        target_decay: float = 0.9,
+        buffer_batches: int = 50,
+        refit_every: int = 100,
+        refit_l2: float = 1e-4,
     ) -> None:
         linear = check_teacher_head(head)
-        if head in _ATTACHED and _ATTACHED[head]() is not None:
+        if head in ATTACHED and ATTACHED[head]() is not None:
             raise TeacherError(
                 "this head already has a PerformativeTeacher; call .remove() on it before "
                 "attaching another"
@@ -247,6 +261,19 @@ class PerformativeTeacher:
                 )
             solve_tol = check_float(solve_tol, "solve_tol", low=0.0, high=1.0, high_open=True)
         self.solve_tol = solve_tol
+        if not isinstance(target, str) or target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        self.target = target
+        self._target: InformedTarget | None = None
+        if target != "lookahead":
+            if policy != "greedy":
+                raise ValueError(f"target={target!r} is a target of the greedy policy; "
+                                 f"policy={policy!r} does not solve toward a target")
+            if compile is not False:
+                raise ValueError(f"target={target!r} keeps state across steps in Python, "
+                                 "which a compiled step cannot update; leave compile=False")
+            self._target = InformedTarget(target, target_decay, buffer_batches, refit_every,
+                                          refit_l2)
         if not isinstance(policy, str) or policy not in _POLICIES:
             raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
         if lookahead_encoder_grad and policy == "none":
@@ -284,7 +311,7 @@ class PerformativeTeacher:
         # the hook goes too and the head is free for a new one.
         self._finalizer = weakref.finalize(self, self._handle.remove)
         self._arm_handles: list[tuple[RemovableHandle, weakref.finalize]] = []
-        _ATTACHED[head] = weakref.ref(self)
+        ATTACHED[head] = weakref.ref(self)
 
     # ------------------------------------------------------------------ API
     def set_targets(self, targets: Tensor | Sequence[Tensor], calls: int = 1) -> None:
@@ -437,9 +464,9 @@ class PerformativeTeacher:
             self._finalizer.detach()
             self._handle.remove()
             self._handle = None
-            ref = _ATTACHED.get(self.head)
+            ref = ATTACHED.get(self.head)
             if ref is not None and ref() is self:
-                del _ATTACHED[self.head]
+                del ATTACHED[self.head]
         self._queue = []
         self._taught = []
 
@@ -480,7 +507,7 @@ class PerformativeTeacher:
             "steps_taught": self.steps_taught,
             "seed": self.seed,
             "rng": rng,
-        }
+        } | ({} if self._target is None else {"target": self._target.state_dict()})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned; a malformed state is refused whole."""
@@ -494,6 +521,10 @@ class PerformativeTeacher:
         if seed is None:
             raise ValueError("state['seed'] must be an int, got None")
         rng = check_rng_state(state["rng"])
+        if self._target is not None:
+            if "target" not in state:
+                raise ValueError(f"state has no 'target' for target={self.target!r}")
+            self._target.load_state_dict(state["target"])
         self.enabled = state["enabled"]
         self.steps_taught = steps
         self.seed = seed
@@ -511,24 +542,9 @@ class PerformativeTeacher:
 
     # ------------------------------------------------------------ internals
     def _check_optimizer(self) -> None:
-        """Refuse an optimizer that lost the head: ``fully_shard`` (FSDP2) replaces
-        ``head.weight`` by a DTensor parameter, which an optimizer built before does
-        not hold. Checked between steps, where FSDP2's parameters are the sharded
-        ones (inside its forward they are plain unsharded tensors no optimizer holds)."""
-        opt, w = self._rate.optimizer, self.head._parameters.get("weight")
-        if opt is None or w is None or w is self._rate_weight or not is_dtensor(w):
-            return
-        for i, group in enumerate(opt.param_groups):
-            if any(p is w for p in group["params"]):
-                self._rate._group, self._rate_weight = i, w
-                return
-        raise TeacherError(
-            "head.weight was replaced by a sharded (DTensor) parameter, as fully_shard does, "
-            "after the teacher was built, and the teacher's optimizer does not hold the new "
-            "one, so eta would be read from an optimizer that no longer trains the head. "
-            "Build the teacher after fully_shard and the optimizer, or pass "
-            "lr=lambda: opt.param_groups[0]['lr']"
-        )
+        group = check_optimizer_holds_head(self._rate.optimizer, self.head, self._rate_weight)
+        if group is not None:
+            self._rate._group, self._rate_weight = group, self.head._parameters.get("weight")
 
     def _rng(self, device: torch.device) -> torch.Generator:
         if self._generator is not None and self._generator.device.type == device.type:
@@ -655,6 +671,7 @@ class PerformativeTeacher:
                     solve_lr=self.solve_lr,
                     solve_tol=self._solve_tol(z.device, record),
                     solver=self.solver,
+                    target=self._informed(record),
                     **common,
                 )
                 if self._copy_outputs:  # CUDA-graph outputs are overwritten by the next replay
@@ -670,6 +687,11 @@ class PerformativeTeacher:
         self.steps_taught += 1
         return StraightThrough.apply(z, z_tilde, extra, self._extra_scale)
 
+    def _informed(self, record: bool) -> InformedTarget | None:
+        if self._target is not None:
+            self._target.update = record  # inside torch.func: use the state, change nothing
+        return self._target
+
     def _remember(self, z: Tensor, z_tilde: Tensor | None, extra: Tensor | None) -> None:
         if under_functorch():  # no checkpoint recomputation to serve; keep no wrapped tensors
             return
@@ -683,31 +705,3 @@ class PerformativeTeacher:
         # scale(loss), which comes after the forward, hence the read at backward.
         scale = getattr(scaler, "_scale", None)
         return 1.0 if scale is None else scale.detach()
-
-
-@contextlib.contextmanager
-def suspend_teachers(module: nn.Module) -> Iterator[list[PerformativeTeacher]]:
-    """Within the block every :class:`PerformativeTeacher` on a submodule of
-    ``module`` passes features through (each teacher's ``enabled`` is restored
-    afterwards); yields the teachers found.
-
-    For forwards that are not training steps of the learner, e.g. the virtual
-    step of :meth:`torchdht.MixupTeacher.hypergradient_step`.
-
-    Example:
-        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-        >>> teacher = PerformativeTeacher(model[-1], lr=0.1)
-        >>> with suspend_teachers(model) as found:
-        ...     out = model(torch.randn(2, 4))  # no targets needed
-        >>> len(found), teacher.enabled
-        (1, True)
-        >>> teacher.remove()
-    """
-    with contextlib.ExitStack() as stack:
-        teachers = []
-        for m in module.modules():
-            ref = _ATTACHED.get(m)
-            teacher = ref() if ref is not None else None
-            if teacher is not None:
-                teachers.append(stack.enter_context(teacher.suspended()))
-        yield teachers
