@@ -112,27 +112,18 @@ def make_op(
     s: Setup, method: str, steps: int, lr: float, feature_grad: bool
 ) -> Callable[[], object]:
     """A zero-argument callable running one ``method`` on ``s``; returns its outputs."""
-    if method == "train step":
+    if method == "train step" or method.startswith("taught step"):
         opt = torch.optim.SGD(s.model.parameters(), lr=lr)
-
-        def train() -> object:
-            opt.zero_grad(set_to_none=True)
-            logits = s.model(s.x).reshape(s.n, s.c)
-            loss = F.cross_entropy(logits, s.y)
-            loss.backward()
-            opt.step()
-            return loss.detach()
-
-        return train
-    if method.startswith("taught step"):
-        opt = torch.optim.SGD(s.model.parameters(), lr=lr)
-        solver = "pgd" if "pgd" in method else "linesearch"
-        teacher = PerformativeTeacher(s.head, optimizer=opt, solver=solver,
-                                      lookahead_steps=steps)
+        teacher = None
+        if method != "train step":
+            solver = "pgd" if "pgd" in method else "linesearch"
+            teacher = PerformativeTeacher(s.head, optimizer=opt, solver=solver,
+                                          lookahead_steps=steps)
         arm = s.y.view(s.x.shape[:-1])
 
-        def taught() -> object:
-            teacher.set_targets(arm)
+        def train() -> object:
+            if teacher is not None:
+                teacher.set_targets(arm)
             opt.zero_grad(set_to_none=True)
             logits = s.model(s.x).reshape(s.n, s.c)
             loss = F.cross_entropy(logits, s.y)
@@ -140,8 +131,7 @@ def make_op(
             opt.step()
             return loss.detach()
 
-        taught.teacher = teacher  # type: ignore[attr-defined]  # keeps the teacher alive
-        return taught
+        return train  # its closure keeps the teacher alive
     if method == "linear_lookahead":
 
         def direct() -> object:

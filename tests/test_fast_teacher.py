@@ -25,12 +25,7 @@ from torchdht.functional.performative import PGD_TOL
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _problem(seed: int, n: int = 24, d: int = 6, c: int = 5, soft: bool = False):
@@ -43,6 +38,25 @@ def _problem(seed: int, n: int = 24, d: int = 6, c: int = 5, soft: bool = False)
     w = 0.5 * torch.randn(c, d, generator=g, dtype=DT)
     b = 0.1 * torch.randn(c, generator=g, dtype=DT)
     return z, y, w, b
+
+
+def _head(w, b):
+    """A float64 ``nn.Linear`` holding ``(w, b)``."""
+    head = nn.Linear(w.shape[1], w.shape[0]).to(DT)
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.copy_(b)
+    return head
+
+
+def _taught(teacher, head, z, y):
+    """The features the head receives in one armed forward (after the teacher's hook)."""
+    seen = {}
+    handle = head.register_forward_hook(lambda m, i, o: seen.__setitem__("z", i[0].detach()))
+    teacher.set_targets(y)
+    head(z)
+    handle.remove()
+    return seen["z"]
 
 
 def _closure(z, y, w, b, eta=0.5, steps=5):
@@ -125,33 +139,19 @@ def test_greedy_teach_solve_tol_passes_through():
 def test_teacher_default_is_the_early_exit():
     """The default teacher's step is greedy_teach with solve_tol=PGD_TOL, bit for bit."""
     z, y, w, b = _problem(8)
-    head = nn.Linear(6, 5).to(DT)
-    with torch.no_grad():
-        head.weight.copy_(w)
-        head.bias.copy_(b)
-    seen = {}
-    head.register_forward_hook(lambda m, i, o: seen.__setitem__("z", i[0].detach()))
+    head = _head(w, b)
     teacher = PerformativeTeacher(head, lr=0.5, eps=0.3)
-    teacher.set_targets(y)
-    head(z)
     ref = greedy_teach(z, y, w, b, 0.5, eps=0.3, solve_tol=PGD_TOL)
-    assert torch.equal(seen["z"], ref.z)
+    assert torch.equal(_taught(teacher, head, z, y), ref.z)
     teacher.remove()
 
 
 def test_teacher_solve_tol():
     z, y, w, b = _problem(4)
-    head = nn.Linear(6, 5).to(DT)
-    with torch.no_grad():
-        head.weight.copy_(w)
-        head.bias.copy_(b)
-    seen = {}
-    head.register_forward_hook(lambda m, i, o: seen.__setitem__("z", i[0].detach()))
+    head = _head(w, b)
     teacher = PerformativeTeacher(head, lr=0.5, eps=0.3, solve_steps=40, solve_tol=1e-2)
-    teacher.set_targets(y)
-    head(z)
     ref = greedy_teach(z, y, w, b, 0.5, eps=0.3, solve_steps=40, solve_tol=1e-2)
-    assert torch.equal(seen["z"], ref.z)
+    assert torch.equal(_taught(teacher, head, z, y), ref.z)
     untol = greedy_teach(z, y, w, b, 0.5, eps=0.3, solve_steps=40)
     assert not torch.equal(ref.z, untol.z), "the tolerance made no difference here"
     assert "solve_tol=0.01" in repr(teacher)
@@ -245,10 +245,7 @@ def test_blocked_teacher_equals_one_block(small_blocks, monkeypatch):
     y[::5] = -100
 
     def run():
-        head = nn.Linear(6, 5).to(DT)
-        with torch.no_grad():
-            head.weight.copy_(w)
-            head.bias.copy_(b)
+        head = _head(w, b)
         # fixed steps: with the early exit each block stops on its own
         teacher = PerformativeTeacher(head, lr=0.5, eps=0.2, solve_tol=None)
         teacher.set_targets(y)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,14 +10,7 @@ from torch import nn
 import torchdht
 from torchdht.models import ARCHITECTURES, CNN, CNN_DEPTHS, MLP, build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small CPU convolutions are far faster on one thread, above all on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _n_convs(model: nn.Module, k: int) -> int:

@@ -20,13 +20,7 @@ D, C = 6, 4
 IGNORED = [1, 5, 6, 12, 20, 27, 33, 38]  # 8 of 40 rows
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny models: one intra-op thread is faster and steadier on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _xy(n: int = 40, seed: int = 0) -> tuple[Tensor, Tensor]:

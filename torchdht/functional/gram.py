@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .._checks import check_int
 from .linesearch import LinearHeadOps
+from .lookahead import mean_weights
 from .objective import check_linear_args
 
 __all__ = [
@@ -120,11 +121,7 @@ def gram_lookahead(
         logits = z @ weight.T if bias is None else torch.addmm(bias, z, weight.T)
     elif tuple(logits.shape) != (n, c):
         raise ValueError(f"logits must have shape ({n}, {c}), got {tuple(logits.shape)}")
-    if mask is None:
-        scale = torch.full((n, 1), 1.0 / max(n, 1), dtype=z.dtype, device=z.device)
-    else:
-        m = mask.to(z.dtype).unsqueeze(-1)
-        scale = m / m.sum().clamp_min(1.0)
+    scale = mean_weights(z, mask)
     # G = p * mass_scaled - y_scaled, with y_scaled formed once (no int64 one-hot for indices)
     if targets.is_floating_point():
         y = targets.to(logits.dtype)

@@ -21,7 +21,7 @@ from ..typing import HeadFn, Params, Targets
 from .chunks import block_rows
 from .objective import ce_logit_grad, check_linear_args, cross_entropy_rows
 
-__all__ = ["LinearLookahead", "linear_lookahead", "lookahead"]
+__all__ = ["LinearLookahead", "linear_lookahead", "lookahead", "mean_weights"]
 
 
 class LinearLookahead(NamedTuple):
@@ -86,13 +86,7 @@ def linear_lookahead(
     """
     check_linear_args(z, targets, weight, bias)
     steps = check_int(steps, "steps", 0)
-    if mask is None:
-        scale = torch.full(
-            (z.shape[0], 1), 1.0 / max(z.shape[0], 1), dtype=z.dtype, device=z.device
-        )
-    else:
-        m = mask.to(z.dtype).unsqueeze(-1)
-        scale = m / m.sum().clamp_min(1.0)
+    scale = mean_weights(z, mask)
     w, b = weight, bias
     rows = block_rows(z.shape[0], weight.shape[0])
     if rows < z.shape[0]:
@@ -111,6 +105,21 @@ def linear_lookahead(
         if b is not None:
             b = b - lr * g.sum(0)
     return LinearLookahead(w, b, acc, first)
+
+
+def mean_weights(z: Tensor, mask: Tensor | None) -> Tensor:
+    """Each row's weight (N, 1) in the batch mean of a loss: ``1/N``, or under a boolean
+    ``mask`` ``1/count`` on the rows kept and 0 elsewhere.
+
+    Example:
+        >>> mean_weights(torch.zeros(4, 2), torch.tensor([True, False, True, True])).squeeze(-1)
+        tensor([0.3333, 0.0000, 0.3333, 0.3333])
+    """
+    if mask is None:
+        n = z.shape[0]
+        return torch.full((n, 1), 1.0 / max(n, 1), dtype=z.dtype, device=z.device)
+    m = mask.to(z.dtype).unsqueeze(-1)
+    return m / m.sum().clamp_min(1.0)
 
 
 def _blocked_lookahead(

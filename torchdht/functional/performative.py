@@ -266,7 +266,6 @@ def greedy_teach(
                 "target must be (W*, b*) shaped like the head's (weight, bias): "
                 f"{tuple(weight.shape)} and {None if bias is None else tuple(bias.shape)}"
             )
-        gram = False  # W* is given: the dense form
     if gram is None:
         gram = gram_is_cheaper(
             z.shape[0], weight.shape[0], weight.shape[-1], steps=lookahead_steps,
