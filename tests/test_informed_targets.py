@@ -236,3 +236,112 @@ def test_teacher_target_bad_inputs():
     with pytest.raises(ValueError, match="target"):
         t.load_state_dict(plain)  # a state without the target's
     t.remove()
+
+
+# ===================================================================== target="heldout"
+def _heldout_setup(seed: int = 12, n: int = 10):
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+    encoder = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.BatchNorm1d(4), nn.Dropout(0.5)).to(DT)
+    with torch.no_grad():
+        encoder[2].running_mean.normal_(generator=g)
+        encoder[2].running_var.uniform_(0.5, 2.0, generator=g)
+    x = torch.randn(n, 6, generator=g, dtype=DT)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return encoder, x, y
+
+
+def test_heldout_target_is_the_lookahead_on_the_heldout_batch_and_never_reads_the_training_batch():
+    from torchdht import PerformativeTeacher
+
+    encoder, xh, yh = _heldout_setup()
+    encoder.train()
+    bn_state = {k: v.clone() for k, v in encoder.state_dict().items()}
+    _, _, w, b = _data(13)
+    w = w[:, :4].contiguous()
+    head = _head(w, b)
+    teacher = PerformativeTeacher(head, lr=0.5, eps=0.2, target="heldout", heldout=(xh, yh),
+                                  heldout_encoder=encoder, heldout_batch=4, solve_tol=None)
+    batches = _batches(3)
+    with torch.no_grad():
+        ref_enc = encoder.eval()
+        zh = ref_enc(xh)
+    encoder.train()
+    for i, (z, y) in enumerate(batches):
+        got = _taught(teacher, head, z, y)
+        idx = (4 * i + torch.arange(4)) % 10  # in order, cycled
+        la = linear_lookahead(zh[idx], yh[idx], w, b, 0.5, 5)
+        want = greedy_teach(z, y, w, b, 0.5, eps=0.2, target=(la.weight, la.bias))
+        torch.testing.assert_close(got, want.z, rtol=1e-10, atol=1e-12)
+    # the model is left as it was: modes restored, BatchNorm statistics untouched
+    assert encoder.training and all(m.training for m in encoder.modules())
+    for k, v in encoder.state_dict().items():
+        assert torch.equal(v, bn_state[k]), k
+    assert teacher.state_dict()["target"] == {"kind": "heldout", "cursor": 2}
+    teacher.remove()
+    # the target does not depend on the training batch: the callable, given poisoned
+    # training arguments, returns the same theta* (and reads none of them)
+    from torchdht.performative.informed import HeldoutTarget
+
+    target = HeldoutTarget(encoder, (xh, yh), 4, 5)
+    target.lr = 0.5
+    a = target(None, None, None, None, w, b)
+    target.cursor = 0
+    nan = torch.full((12, 4), float("nan"), dtype=DT)
+    bad_y = torch.full((12,), 99)
+    c = target(None, nan, bad_y, torch.zeros(12, dtype=torch.bool), w, b)
+    assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])
+    assert torch.isfinite(a[0]).all()
+
+
+def test_heldout_target_takes_a_loader_and_restarts_it():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchdht.performative.informed import HeldoutTarget
+
+    encoder, xh, yh = _heldout_setup(n=6)
+    _, _, w, b = _data(14)
+    w = w[:, :4].contiguous()
+    loader = DataLoader(TensorDataset(xh, yh), batch_size=4)  # batches of 4 and 2
+    target = HeldoutTarget(encoder, loader, 99, 3)
+    target.lr = 0.3
+    zh = encoder.eval()(xh).detach()
+    for rows in ([0, 1, 2, 3], [4, 5], [0, 1, 2, 3]):
+        got = target(None, None, None, None, w, b)
+        la = linear_lookahead(zh[rows], yh[rows], w, b, 0.3, 3)
+        torch.testing.assert_close(got[0], la.weight, rtol=1e-12, atol=1e-12)
+
+
+def test_heldout_target_bad_inputs():
+    from torch import nn
+
+    from torchdht import PerformativeTeacher
+
+    encoder, xh, yh = _heldout_setup()
+    enc32 = encoder.float()
+    head = nn.Linear(4, 3)
+    for kw, exc, match in [
+        ({"target": "heldout"}, ValueError, "heldout"),
+        ({"target": "heldout", "heldout": (xh, yh)}, ValueError, "heldout_encoder"),
+        ({"target": "ema", "heldout": (xh, yh)}, ValueError, "heldout"),
+        ({"heldout_encoder": enc32}, ValueError, "heldout"),
+        ({"target": "heldout", "heldout": (xh, yh), "heldout_encoder": lambda x: x},
+         TypeError, "heldout_encoder"),
+        ({"target": "heldout", "heldout": (xh, yh[:3]), "heldout_encoder": enc32},
+         ValueError, "rows"),
+        ({"target": "heldout", "heldout": 3, "heldout_encoder": enc32}, TypeError, "heldout"),
+        ({"target": "heldout", "heldout": (xh, yh), "heldout_encoder": enc32,
+          "heldout_batch": 0}, ValueError, "heldout_batch"),
+        ({"target": "heldout", "heldout": (xh, yh), "heldout_encoder": enc32,
+          "policy": "random"}, ValueError, "greedy"),
+    ]:
+        with pytest.raises(exc, match=match):
+            PerformativeTeacher(head, lr=0.1, **kw)
+    # an encoder giving the wrong width is caught at the first taught step
+    t = PerformativeTeacher(nn.Linear(5, 3), lr=0.1, target="heldout",
+                            heldout=(xh.float(), yh), heldout_encoder=enc32)
+    t.set_targets(torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="features"):
+        t.head(torch.randn(2, 5))
+    t.remove()

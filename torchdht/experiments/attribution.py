@@ -73,6 +73,7 @@ from ..models import build_model
 from ..performative import PerformativeTeacher
 from . import _core as core
 from ._attribution_report import comparisons, conclusion, paired_comparison, plot, summarise, table
+from ._informed_study import run_informed
 
 __all__ = [
     "CIFAR_CONDITIONS",
@@ -419,9 +420,12 @@ class AttributionConfig:
 
     def __post_init__(self) -> None:
         self.parts = list(self.parts)
-        bad = [p for p in self.parts if p not in FULL]
+        bad = [p for p in self.parts if p not in (*FULL, "informed")]
         if bad or not self.parts:
-            raise ValueError(f"--parts must name mnist and/or cifar, got {self.parts!r}")
+            raise ValueError(f"--parts must name mnist and/or cifar, or informed, got "
+                             f"{self.parts!r}")
+        if "informed" in self.parts and len(self.parts) > 1:
+            raise ValueError("--parts informed is a study of its own: run it alone")
         for flag, value in (("--workers", self.workers), ("--seeds", self.seeds),
                             ("--iters", self.iters), ("--mnist-iters", self.mnist_iters),
                             ("--cifar-iters", self.cifar_iters)):
@@ -432,7 +436,8 @@ class AttributionConfig:
         if unknown:
             raise ValueError(f"unknown conditions {unknown}; known: {sorted(known)}")
         if self.out is None:
-            self.out = "runs/attribution-quick" if self.quick else "runs/attribution"
+            name = "informed" if self.parts == ["informed"] else "attribution"
+            self.out = f"runs/{name}-quick" if self.quick else f"runs/{name}"
 
     def settings(self) -> dict[str, PartSettings]:
         """Each part's :class:`PartSettings`: the mode's, with the overrides."""
@@ -455,8 +460,10 @@ class AttributionConfig:
 
 
 def _run_part(jobs: list[dict], out: Path, workers: int, resume: bool, progress: bool,
-              desc: str) -> tuple[list[dict], float, int]:
-    """Run the jobs (reusing saved ones); returns records, wall seconds, runs reused."""
+              desc: str, run: Any = None) -> tuple[list[dict], float, int]:
+    """Run the jobs through ``run`` (default: this study's run; reusing saved ones);
+    returns records, wall seconds, runs reused."""
+    run = _run_job if run is None else run
     import json
 
     run_dir = out / "runs"
@@ -471,10 +478,11 @@ def _run_part(jobs: list[dict], out: Path, workers: int, resume: bool, progress:
                 continue
         todo.append((job, f))
     reused = len(records)
-    # Longest first (teachers, then plain), for a balanced pool.
-    todo.sort(key=lambda jf: (jf[0]["condition"]["teacher"] is None,
-                              jf[0]["condition"]["teacher"] is not None
-                              and jf[0]["condition"]["teacher"]["policy"] != "greedy"))
+    # Longest first (teachers, then plain), for a balanced pool; a given run keeps its order.
+    if run is _run_job:
+        todo.sort(key=lambda jf: (jf[0]["condition"]["teacher"] is None,
+                                  jf[0]["condition"]["teacher"] is not None
+                                  and jf[0]["condition"]["teacher"]["policy"] != "greedy"))
     start = time.perf_counter()
     bar = core.progress_bar(len(todo), progress, desc, unit="run")
 
@@ -489,14 +497,14 @@ def _run_part(jobs: list[dict], out: Path, workers: int, resume: bool, progress:
         if workers <= 1 or len(todo) <= 1:
             with core.torch_threads(1):
                 for job, f in todo:
-                    save(f, job, _run_job(job))
+                    save(f, job, run(job))
         elif todo:
             import multiprocessing as mp
 
             by_key = {(j["condition"]["name"], j["seed"]): (j, f) for j, f in todo}
             ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
             with ctx.Pool(min(workers, len(todo)), initializer=_init_worker) as pool:
-                for result in pool.imap_unordered(_run_job, [j for j, _ in todo]):
+                for result in pool.imap_unordered(run, [j for j, _ in todo]):
                     job, f = by_key[(result["condition"], result["seed"])]
                     save(f, job, result)
     finally:
@@ -535,7 +543,8 @@ def _jobs(part: str, conds: Sequence[Condition], s: PartSettings, root: Path, fa
 
 def _data_root(cfg: AttributionConfig) -> Path:
     """The data root, checked for what the parts need (``FileNotFoundError``, one line)."""
-    root = resolve_root(cfg.data_root, need="MNIST/raw" if "mnist" in cfg.parts else None)
+    mnist = "mnist" in cfg.parts or "informed" in cfg.parts
+    root = resolve_root(cfg.data_root, need="MNIST/raw" if mnist else None)
     if "cifar" in cfg.parts and not cfg.fake_data:
         try:
             resolve_root(root, need="cifar10-jpeg/train")
@@ -558,6 +567,13 @@ def run(cfg: AttributionConfig) -> dict[str, Any]:
     out = Path(cfg.out or "runs/attribution")
     out.mkdir(parents=True, exist_ok=True)
     settings = cfg.settings()
+    if cfg.parts == ["informed"]:
+        s = settings["mnist"]
+        return run_informed(
+            {"iters": s.iters, "batch_size": s.batch_size, "lr": s.lr,
+             "weight_decay": s.weight_decay, "eval_every": s.eval_every},
+            root, out, quick=cfg.quick, seeds=s.seeds, run_part=_run_part,
+            workers=cfg.workers, resume=cfg.resume, progress=cfg.progress, echo=cfg.echo)
     results: dict[str, Any] = {"out": str(out), "timings": {}}
     summaries: dict[str, list[dict]] = {"mnist": [], "cifar": []}
     all_records: list[dict] = []
@@ -646,7 +662,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         workers="parallel processes, one torch thread each",
     )
     p.add_argument("--parts", action=core.ListAction, default=["mnist", "cifar"], metavar="P,P",
-                   help="comma-separated: mnist, cifar (default: mnist,cifar)")
+                   help="comma-separated: mnist, cifar (default: mnist,cifar); or informed "
+                   "alone: the informed-targets study against tuned SGD")
     p.add_argument("--conditions", action=core.ListAction, default=None, metavar="C,C,...",
                    help="comma-separated subset of the conditions (default: all of the mode)")
     p.add_argument("--mnist-iters", type=int, default=None,

@@ -70,7 +70,7 @@ from .hooks import (
     suspend_teachers,
     under_functorch,
 )
-from .informed import TARGETS, InformedTarget
+from .informed import TARGETS, HeldoutTarget, InformedTarget
 from .step import teach_step, working_dtype
 
 # Models saved by torch.save before the hooks had their own module refer to these names.
@@ -162,10 +162,22 @@ class PerformativeTeacher:
             ``lookahead_steps`` SGD steps on the batch), ``"ema"`` (a moving
             average of those, decay ``target_decay``) or ``"buffer"`` (the
             head refit every ``refit_every`` steps to its ``refit_l2``-ridge
-            optimum on the last ``buffer_batches`` batches' features) (default:
-            "lookahead"). Greedy policy, eager only; see the method card.
+            optimum on the last ``buffer_batches`` batches' features) or
+            ``"heldout"`` (the lookahead run on the next batch of ``heldout``
+            instead of the training batch) (default: "lookahead"). Greedy
+            policy, eager only; see the method card.
         target_decay, buffer_batches, refit_every, refit_l2: the informed
             targets' settings (defaults: 0.9, 50, 100, 1e-4).
+        heldout: for ``target="heldout"``: ``(x, y)`` tensors of held-out
+            inputs and targets, cut in order into batches of ``heldout_batch``
+            rows and cycled, or an iterable of ``(x, y)`` batches such as a
+            ``DataLoader`` (started again when exhausted, and from its start
+            after :meth:`load_state_dict`).
+        heldout_encoder: for ``target="heldout"``: the ``nn.Module`` mapping
+            inputs to the head's features (e.g. ``model[:-1]``). It runs under
+            ``torch.no_grad()`` with its modules in eval mode, restored after,
+            so BatchNorm statistics and dropout are left alone.
+        heldout_batch: rows per held-out batch for tensors (default: 256).
 
     Example:
         >>> import torch.nn.functional as F
@@ -218,6 +230,9 @@ class PerformativeTeacher:
         buffer_batches: int = 50,
         refit_every: int = 100,
         refit_l2: float = 1e-4,
+        heldout: Any = None,
+        heldout_encoder: nn.Module | None = None,
+        heldout_batch: int = 256,
     ) -> None:
         linear = check_teacher_head(head)
         if head in ATTACHED and ATTACHED[head]() is not None:
@@ -264,7 +279,14 @@ class PerformativeTeacher:
         if not isinstance(target, str) or target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.target = target
-        self._target: InformedTarget | None = None
+        self._target: InformedTarget | HeldoutTarget | None = None
+        if target != "heldout" and (heldout is not None or heldout_encoder is not None):
+            raise ValueError(f"heldout and heldout_encoder are the settings of "
+                             f"target='heldout', not of target={target!r}")
+        if target == "heldout" and (heldout is None or heldout_encoder is None):
+            raise ValueError("target='heldout' needs heldout= (the held-out (x, y) tensors or "
+                             "loader) and heldout_encoder= (the module giving the head's "
+                             "features)")
         if target != "lookahead":
             if policy != "greedy":
                 raise ValueError(f"target={target!r} is a target of the greedy policy; "
@@ -272,8 +294,12 @@ class PerformativeTeacher:
             if compile is not False:
                 raise ValueError(f"target={target!r} keeps state across steps in Python, "
                                  "which a compiled step cannot update; leave compile=False")
-            self._target = InformedTarget(target, target_decay, buffer_batches, refit_every,
-                                          refit_l2)
+            if target == "heldout":
+                self._target = HeldoutTarget(heldout_encoder, heldout, heldout_batch,
+                                             self.lookahead_steps)
+            else:
+                self._target = InformedTarget(target, target_decay, buffer_batches,
+                                              refit_every, refit_l2)
         if not isinstance(policy, str) or policy not in _POLICIES:
             raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
         if lookahead_encoder_grad and policy == "none":
@@ -671,7 +697,7 @@ class PerformativeTeacher:
                     solve_lr=self.solve_lr,
                     solve_tol=self._solve_tol(z.device, record),
                     solver=self.solver,
-                    target=self._informed(record),
+                    target=self._informed(record, eta),
                     **common,
                 )
                 if self._copy_outputs:  # CUDA-graph outputs are overwritten by the next replay
@@ -687,9 +713,11 @@ class PerformativeTeacher:
         self.steps_taught += 1
         return StraightThrough.apply(z, z_tilde, extra, self._extra_scale)
 
-    def _informed(self, record: bool) -> InformedTarget | None:
+    def _informed(self, record: bool, eta: Any) -> InformedTarget | HeldoutTarget | None:
         if self._target is not None:
             self._target.update = record  # inside torch.func: use the state, change nothing
+            if isinstance(self._target, HeldoutTarget):
+                self._target.lr = eta if self.lookahead_lr is None else self.lookahead_lr
         return self._target
 
     def _remember(self, z: Tensor, z_tilde: Tensor | None, extra: Tensor | None) -> None:
