@@ -85,3 +85,76 @@ def test_bad_arguments(tmp_path: Path) -> None:
     p = argparse.ArgumentParser()
     att.add_arguments(p)
     assert p.parse_args([]).workers >= 1
+
+
+# ===================================================================== --parts informed
+def test_informed_plan_and_selection_rules() -> None:
+    from torchdht.experiments import _informed_study as inf
+
+    plan = inf.Plan(quick=False)
+    stage1 = plan.stage1()
+    names = [a.name for a in stage1]
+    assert len(names) == len(set(names)) == 5 + 4 + 8 + 4
+    assert all(a.split == "val" for a in stage1)
+    assert all(len(v) <= 8 for v in inf.KNOBS.values())
+    plan.tuned_lr = 8.0
+    assert [a.lr_mult for a in plan.stage2()] == [1.0] * 5 + [8.0] * 5
+    plan.head = {1.0: 16.0, 8.0: 2.0}
+    plan.knobs = {"ema": {"target_decay": 0.99}}
+    rep = plan.reported(8.0)
+    assert all(a.split == "test" for a in rep)
+    assert [a.name for a in rep[:2]] == ["sgd@lr-x8", "sgd-head-x2@lr-x8"]  # baselines first
+    assert len(rep) == 2 + 2 * (1 + 4)
+    ema = next(a for a in rep if a.name == "ema-eps0.1@lr-x8")
+    assert ema.teacher["target_decay"] == 0.99 and ema.lr_mult == 8.0
+    # ties go to the first name (the smaller step)
+    assert inf._best({"a": 1.0, "b": 1.0, "c": 0.5}, ["a", "b", "c"]) == "a"
+    plan.tuned_lr = 1.0
+    assert plan.global_lrs() == [1.0]
+
+
+def test_informed_selection_runs_never_read_the_test_set(monkeypatch) -> None:
+    import torch
+
+    from torchdht.experiments import _informed_study as inf
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60_000, 784, generator=g)
+    y = torch.randint(0, 10, (60_000,), generator=g)
+    unreadable = torch.empty(7, 0)  # any read of it through the model fails
+    monkeypatch.setattr(inf.core, "load_mnist", lambda root: (x, y, unreadable, y[:7]))
+    settings = {"iters": 4, "batch_size": 8, "lr": 1e-3, "weight_decay": 5e-4, "eval_every": 2}
+    for arm in (inf.Arm("sgd@lr-x1", "val"),
+                inf.teacher_arm("heldout", 0.1, 1.0, {"heldout_batch": 16}, "val")):
+        rec = inf.run_job({"condition": vars(arm) | {}, "seed": 0, "settings": settings,
+                           "data_root": "unused"})
+        assert rec["final_acc"] == rec["val_acc"] and 0.0 <= rec["final_acc"] <= 100.0
+        assert len(rec["curve"]) == len(rec["step_seconds_at"]) == 3
+    with pytest.raises(RuntimeError):  # a reported arm does read it
+        inf.run_job({"condition": vars(inf.Arm("sgd@lr-x1", "test")), "seed": 0,
+                     "settings": settings, "data_root": "unused"})
+
+
+def test_informed_quick_study_runs_and_resumes(tmp_path: Path) -> None:
+    root = data_root()
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.skip(f"MNIST not found under {root}")
+    argv = ["--parts", "informed", "--quick", "--iters", "20", "--seeds", "2", "--workers",
+            "1", "--no-progress", "--data-root", str(root), "--out", str(tmp_path)]
+    res = att.run(parse_config(att, argv))
+    sel = res["selection"]
+    assert sel["tuned_lr_mult"] in (1.0, 2.0)
+    assert set(sel["knobs"]) == {"ema", "buffer", "heldout"}
+    arms = {r["arm"] for r in res["rows"]}
+    assert "heldout-eps0.1@lr-x1" in arms and "sgd@lr-x1" in arms
+    assert all(r["n_seeds"] == 2 for r in res["rows"])
+    assert len(res["tests"]) == 8 * len({r["lr_mult"] for r in res["rows"]})
+    assert all(t["verdict"] in ("beats", "ties", "loses") for t in res["tests"])
+    for name in ("informed.md", "informed_results.csv", "informed_selection.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    saved = len(list((tmp_path / "runs").glob("*.json")))
+    again = att.run(parse_config(att, argv))  # every run reused
+    assert [r["acc_mean"] for r in again["rows"]] == [r["acc_mean"] for r in res["rows"]]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == saved
+    with pytest.raises(SystemExit):
+        att.main(["--parts", "informed,mnist", "--out", str(tmp_path)])

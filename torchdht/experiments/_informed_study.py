@@ -347,10 +347,10 @@ def _report(out: Path, plan: Plan, selection: dict[str, Any], baseline: dict[flo
                    "buffer_mb": max(runs[k].get("buffer_bytes", 0) for k in runs) / 2**20,
                    "baseline": base}
             rows.append(row)
-            target = (arm.teacher or {}).get("target")
+            teacher = arm.teacher or {}
             base_runs = by.get(base, {})
             seeds = sorted(set(runs) & set(base_runs))
-            if target is None or arm.teacher.get("policy") != "greedy" or len(seeds) < 2:
+            if teacher.get("policy") != "greedy" or len(seeds) < 2:
                 continue
             comp = paired_comparison([runs[k]["final_acc"] for k in seeds],
                                      [base_runs[k]["final_acc"] for k in seeds])
