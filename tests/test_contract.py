@@ -207,6 +207,28 @@ def test_torch_func_vmap_over_an_ensemble_equals_eager_autograd():
     _assert_same(ref_other, {k: v[1] for k, v in got.items()}, atol=1e-10)
 
 
+@pytest.mark.parametrize("target", ["ema", "heldout"])
+def test_torch_func_grad_with_an_informed_target_equals_eager_autograd(target):
+    """Inside a transform an informed target is used, not advanced: its state after equals
+    its state before, and the gradients equal eager autograd's first step."""
+    model, y, _, params, loss = _functional_setup()
+    xh, yh = _batch(40, seed=9)
+
+    def kw(m: nn.Module) -> dict:
+        extra = {"heldout": (xh, yh), "heldout_encoder": m[:2], "heldout_batch": 16}
+        return {"target": target, "solve_tol": None, **(extra if target == "heldout" else {})}
+
+    ref_model = _model()
+    ref = _taught_grads(ref_model, _batch()[0], y, **kw(ref_model))
+    with PerformativeTeacher(model[-1], lr=0.5, **kw(model)) as t:
+        before = t.state_dict()["target"]
+        t.set_targets(y)
+        got = grad(loss)(params)
+        after = t.state_dict()["target"]
+    _assert_same(ref, got)
+    assert repr(before) == repr(after)
+
+
 def test_torch_func_taught_grad_differs_from_untaught():
     model, y, ref, params, loss = _functional_setup()
     with PerformativeTeacher(model[-1], lr=0.5) as t:
