@@ -156,5 +156,13 @@ def test_informed_quick_study_runs_and_resumes(tmp_path: Path) -> None:
     again = att.run(parse_config(att, argv))  # every run reused
     assert [r["acc_mean"] for r in again["rows"]] == [r["acc_mean"] for r in res["rows"]]
     assert len(list((tmp_path / "runs").glob("*.json"))) == saved
+    # --report-only runs nothing: the same report from the saved runs
+    only = att.run(parse_config(att, [*argv, "--report-only"]))
+    assert [r["acc_mean"] for r in only["rows"]] == [r["acc_mean"] for r in res["rows"]]
+    empty = tmp_path / "empty"
+    assert att.main([*argv[:-2], "--out", str(empty), "--report-only"]) == 1  # nothing saved
+    assert not (empty / "runs").is_dir() or not list((empty / "runs").iterdir())
     with pytest.raises(SystemExit):
         att.main(["--parts", "informed,mnist", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        att.main(["--parts", "mnist", "--report-only", "--out", str(tmp_path)])

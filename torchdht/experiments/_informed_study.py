@@ -246,7 +246,7 @@ def _best(records: dict[str, float], names: Sequence[str]) -> str:
 def run_informed(
     settings: dict[str, Any], root: Path, out: Path, *, quick: bool, seeds: int,
     run_part: Callable[..., tuple[list[dict], float, int]], workers: int, resume: bool,
-    progress: bool, echo: bool,
+    progress: bool, echo: bool, report_only: bool = False,
 ) -> dict[str, Any]:
     """Run the four stages (see the module's docstring) and write ``informed.md``,
     ``informed_results.csv`` and ``informed_selection.json`` under ``out``.
@@ -259,6 +259,8 @@ def run_informed(
         seeds: reported seeds ``0 .. seeds-1``.
         run_part: the attribution runner's pool (records, wall seconds, reused).
         workers, resume, progress, echo: as the attribution study's.
+        report_only: run nothing; report the saved runs (the selection's must all be
+            saved: ``ValueError`` otherwise).
 
     Returns:
         ``{"selection": ..., "rows": [...], "tests": [...], "out": folder}``.
@@ -273,7 +275,10 @@ def run_informed(
                  "data_root": str(root), "cache_dir": str(out / "cache")}
                 for sd in seed_list for a in arms]
         recs, wall, _ = run_part(jobs, out, workers, resume, progress, f"informed {name}",
-                                 run=run_job)
+                                 run=run_job, saved_only=report_only)
+        if report_only and name.startswith("selection") and len(recs) < len(jobs):
+            raise ValueError(f"{len(jobs) - len(recs)} runs of {name} are not saved under "
+                             f"{out}; run the study without --report-only first")
         timings[name] = wall
         records.extend(recs)
         return recs

@@ -399,6 +399,8 @@ class AttributionConfig:
         out: output folder (default: None, ``runs/attribution`` or, with ``quick``,
             ``runs/attribution-quick``).
         resume: reuse the runs saved in ``out`` with the same settings (default: True).
+        report_only: run nothing, write the report from the saved runs (``informed``
+            only; default: False).
         progress: progress bars (default: True).
         echo: print the report (default: True).
     """
@@ -415,6 +417,7 @@ class AttributionConfig:
     fake_data: bool = False
     out: str | os.PathLike[str] | None = None
     resume: bool = True
+    report_only: bool = False
     progress: bool = True
     echo: bool = True
 
@@ -426,6 +429,8 @@ class AttributionConfig:
                              f"{self.parts!r}")
         if "informed" in self.parts and len(self.parts) > 1:
             raise ValueError("--parts informed is a study of its own: run it alone")
+        if self.report_only and self.parts != ["informed"]:
+            raise ValueError("--report-only is an option of --parts informed")
         for flag, value in (("--workers", self.workers), ("--seeds", self.seeds),
                             ("--iters", self.iters), ("--mnist-iters", self.mnist_iters),
                             ("--cifar-iters", self.cifar_iters)):
@@ -460,9 +465,10 @@ class AttributionConfig:
 
 
 def _run_part(jobs: list[dict], out: Path, workers: int, resume: bool, progress: bool,
-              desc: str, run: Any = None) -> tuple[list[dict], float, int]:
-    """Run the jobs through ``run`` (default: this study's run; reusing saved ones);
-    returns records, wall seconds, runs reused."""
+              desc: str, run: Any = None, saved_only: bool = False
+              ) -> tuple[list[dict], float, int]:
+    """Run the jobs through ``run`` (default: this study's run; reusing saved ones; with
+    ``saved_only``, only those); returns records, wall seconds, runs reused."""
     run = _run_job if run is None else run
     import json
 
@@ -476,7 +482,8 @@ def _run_part(jobs: list[dict], out: Path, workers: int, resume: bool, progress:
             if _identity(saved.get("job")) == _identity(job):
                 records.append(saved["result"])
                 continue
-        todo.append((job, f))
+        if not saved_only:
+            todo.append((job, f))
     reused = len(records)
     # Longest first (teachers, then plain), for a balanced pool; a given run keeps its order.
     if run is _run_job:
@@ -573,7 +580,8 @@ def run(cfg: AttributionConfig) -> dict[str, Any]:
             {"iters": s.iters, "batch_size": s.batch_size, "lr": s.lr,
              "weight_decay": s.weight_decay, "eval_every": s.eval_every},
             root, out, quick=cfg.quick, seeds=s.seeds, run_part=_run_part,
-            workers=cfg.workers, resume=cfg.resume, progress=cfg.progress, echo=cfg.echo)
+            workers=cfg.workers, resume=cfg.resume, progress=cfg.progress, echo=cfg.echo,
+            report_only=cfg.report_only)
     results: dict[str, Any] = {"out": str(out), "timings": {}}
     summaries: dict[str, list[dict]] = {"mnist": [], "cifar": []}
     all_records: list[dict] = []
@@ -673,6 +681,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fake-data", action="store_true",
                    help="CIFAR part on random images of the same shape (no data needed)")
     p.add_argument("--no-resume", action="store_true", help="rerun runs already saved in --out")
+    p.add_argument("--report-only", action="store_true",
+                   help="with --parts informed: run nothing, report the runs saved in --out")
 
 
 def config_from_args(args: argparse.Namespace) -> AttributionConfig:
@@ -682,6 +692,7 @@ def config_from_args(args: argparse.Namespace) -> AttributionConfig:
         seeds=args.seeds, iters=args.iters, mnist_iters=args.mnist_iters,
         cifar_iters=args.cifar_iters, data_root=args.data_root, fake_data=args.fake_data,
         out=args.out, resume=not args.no_resume, progress=not args.no_progress,
+        report_only=args.report_only,
     )
 
 
