@@ -28,6 +28,13 @@ performative teaching and with controls that separate its ingredients:
   ``random``, ``random-released``, ``dht``, ``dht-released``; a sanity check
   of the MNIST conclusion.
 
+* **``--parts informed``**, run on its own: do informed teaching targets
+  (``PerformativeTeacher(target="ema" | "buffer" | "heldout")``) beat a tuned
+  plain SGD? The pre-registered protocol of ``benchmarks/RESULTS.md``, with
+  its selection on a validation split; see
+  :mod:`torchdht.experiments._informed_study` (default ``--out``:
+  ``runs/informed``; ``--report-only`` reports the saved runs).
+
 For a given seed every condition starts from the same initialisation and
 sees the same batches. Runs parallelise over ``--workers`` processes with one
 torch thread each (default: the CPU count). Every finished run is saved at once under
