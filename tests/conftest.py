@@ -82,3 +82,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def float64_head(w, b):
+    """A float64 ``nn.Linear`` holding ``(w, b)``."""
+    from torch import nn
+
+    head = nn.Linear(w.shape[1], w.shape[0]).to(torch.float64)
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.copy_(b)
+    return head
+
+
+def taught_features(teacher, head, z, y):
+    """The features the head receives in one armed forward (after the teacher's hook)."""
+    seen = {}
+    handle = head.register_forward_hook(lambda m, i, o: seen.__setitem__("z", i[0].detach()))
+    teacher.set_targets(y)
+    head(z)
+    handle.remove()
+    return seen["z"]

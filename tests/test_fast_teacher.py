@@ -22,6 +22,9 @@ from torchdht.functional.chunks import block_rows
 from torchdht.functional.objective import cross_entropy_rows, linear_ce_closure
 from torchdht.functional.performative import PGD_TOL
 
+from conftest import float64_head as _head
+from conftest import taught_features as _taught
+
 DT = torch.float64
 
 
@@ -40,23 +43,6 @@ def _problem(seed: int, n: int = 24, d: int = 6, c: int = 5, soft: bool = False)
     return z, y, w, b
 
 
-def _head(w, b):
-    """A float64 ``nn.Linear`` holding ``(w, b)``."""
-    head = nn.Linear(w.shape[1], w.shape[0]).to(DT)
-    with torch.no_grad():
-        head.weight.copy_(w)
-        head.bias.copy_(b)
-    return head
-
-
-def _taught(teacher, head, z, y):
-    """The features the head receives in one armed forward (after the teacher's hook)."""
-    seen = {}
-    handle = head.register_forward_hook(lambda m, i, o: seen.__setitem__("z", i[0].detach()))
-    teacher.set_targets(y)
-    head(z)
-    handle.remove()
-    return seen["z"]
 
 
 def _closure(z, y, w, b, eta=0.5, steps=5):

@@ -12,6 +12,9 @@ from torchdht.functional.informed import ema_target, refit_head
 from torchdht.functional.objective import linear_ce_closure
 from torchdht.functional.solve import solve_cap
 
+from conftest import float64_head as _head
+from conftest import taught_features as _taught
+
 DT = torch.float64
 
 
@@ -127,23 +130,6 @@ def test_greedy_teach_refuses_a_target_of_the_wrong_shape():
 
 
 # ===================================================================== the teacher's target=
-def _head(w, b):
-    from torch import nn
-
-    head = nn.Linear(w.shape[1], w.shape[0]).to(DT)
-    with torch.no_grad():
-        head.weight.copy_(w)
-        head.bias.copy_(b)
-    return head
-
-
-def _taught(teacher, head, z, y):
-    seen = {}
-    handle = head.register_forward_hook(lambda m, i, o: seen.__setitem__("z", i[0].detach()))
-    teacher.set_targets(y)
-    head(z)
-    handle.remove()
-    return seen["z"]
 
 
 def _batches(n_batches: int, seed: int = 7):
