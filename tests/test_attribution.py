@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,28 @@ def test_informed_selection_runs_never_read_the_test_set(monkeypatch) -> None:
     with pytest.raises(RuntimeError):  # a reported arm does read it
         inf.run_job({"condition": vars(inf.Arm("sgd@lr-x1", "test")), "seed": 0,
                      "settings": settings, "data_root": "unused"})
+
+
+def test_informed_run_stops_when_it_diverges(monkeypatch) -> None:
+    import torch
+
+    from torchdht.experiments import _informed_study as inf
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60_000, 784, generator=g)
+    y = torch.randint(0, 10, (60_000,), generator=g)
+    monkeypatch.setattr(inf.core, "load_mnist", lambda root: (x, y, x[:7], y[:7]))
+    settings = {"iters": 400, "batch_size": 8, "lr": 1e30, "weight_decay": 0.0,
+                "eval_every": 100}
+    for arm in (inf.Arm("sgd@lr-x1", "val"), inf.teacher_arm("ema", 0.1, 1.0, {}, "val")):
+        rec = inf.run_job({"condition": vars(arm), "seed": 0, "settings": settings,
+                           "data_root": "unused"})
+        assert rec["diverged"] and not math.isfinite(rec["final_loss"])
+        # the curve is complete, its tail is the diverged model's accuracy, and every
+        # point has its time
+        assert len(rec["curve"]) == len(rec["step_seconds_at"]) == len(rec["eval_points"])
+        assert rec["step_seconds_at"][-1] == rec["step_seconds_at"][-2]
+        assert rec["curve"][-1] == rec["curve"][-2] == rec["final_acc"]
 
 
 def test_informed_quick_study_runs_and_resumes(tmp_path: Path) -> None:

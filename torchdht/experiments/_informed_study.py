@@ -181,8 +181,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         points = core.eval_points(s["iters"], s["eval_every"])
         curve: list[float] = []
         at_seconds: list[float] = []
-        state: dict[str, Any] = {"order": torch.empty(0, dtype=torch.int64), "angle_sum": 0.0,
-                                 "angle_n": 0, "diverged": False, "last_loss": float("nan")}
+        state: dict[str, Any] = {"order": torch.empty(0, dtype=torch.int64)}
 
         def evaluate(it: int, stats: core.LoopStats) -> None:
             curve.append(core.accuracy(model, x_ev, y_ev, chunk=1000))
@@ -196,23 +195,19 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             state["order"] = state["order"][s["batch_size"]:]
             return x_tr[idx], y_tr[idx]
 
-        def check(it: int, loss: torch.Tensor, _: Any) -> bool:
-            if it % 50 == 0 or it == s["iters"] - 1:
-                state["last_loss"] = loss.item()
-                if not math.isfinite(state["last_loss"]):
-                    state["diverged"] = True
-                    curve.extend([curve[-1] if curve else 0.0] * (len(points) - len(curve)))
-                    return True
-                if teacher is not None:
-                    state["angle_sum"] += teacher.stats["angle_mean"]
-                    state["angle_n"] += 1
-            return False
+        def diverged(it: int, stats: core.LoopStats) -> None:
+            """The rest of a diverged run's curve: the model's accuracy as it is."""
+            rest = len(points) - len(curve)
+            curve.extend([core.accuracy(model, x_ev, y_ev, chunk=1000)] * rest)
+            at_seconds.extend([stats.step_seconds] * rest)
+
+        watch = core.RunWatch(s["iters"], teacher, on_diverge=diverged)
 
         model.train()
         try:
             stats = core.train_loop(s["iters"], core.cross_entropy_step(
                 model, opt, None if teacher is None else teacher.set_targets), fetch=fetch,
-                eval_at=set(points), evaluate=evaluate, callbacks=[check])
+                eval_at=set(points), evaluate=evaluate, callbacks=[watch])
             buffer_bytes = 0
             if teacher is not None and teacher.target == "buffer":
                 buffer_bytes = sum(t.numel() * t.element_size()
@@ -228,9 +223,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "final_acc": curve[-1], "val_acc": val_acc, "curve": curve, "eval_points": points,
         "step_seconds_at": at_seconds,
         "ms_per_step": 1000.0 * stats.step_seconds / max(s["iters"], 1),
-        "run_seconds": time.perf_counter() - start, "final_loss": state["last_loss"],
-        "diverged": state["diverged"],
-        "angle_mean": state["angle_sum"] / state["angle_n"] if state["angle_n"] else 0.0,
+        "run_seconds": time.perf_counter() - start, "final_loss": watch.last_loss,
+        "diverged": watch.diverged,
+        "angle_mean": watch.angle_mean,
         "buffer_bytes": buffer_bytes,
     }
 

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -329,8 +328,7 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         aug_gen = torch.Generator().manual_seed(10_000 + seed)
         points = core.eval_points(s.iters, s.eval_every)
         curve: list[float] = []
-        state: dict[str, Any] = {"order": torch.empty(0, dtype=torch.int64), "angle_sum": 0.0,
-                                 "angle_n": 0, "diverged": False, "last_loss": float("nan")}
+        state: dict[str, Any] = {"order": torch.empty(0, dtype=torch.int64)}
 
         def test() -> float:
             return core.accuracy(model, x_te, y_te, chunk=500,
@@ -343,25 +341,16 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
             idx, state["order"] = state["order"][: s.batch_size], state["order"][s.batch_size :]
             return (_cifar_batch(x_tr[idx], True, aug_gen) if cifar else x_tr[idx]), y_tr[idx]
 
-        def check(it: int, loss: Tensor, _: Any) -> bool:
-            """Every 50 steps and at the last: stop a diverged run, sample the angle."""
-            if it % 50 == 0 or it == s.iters - 1:
-                state["last_loss"] = loss.item()
-                if not math.isfinite(state["last_loss"]):
-                    state["diverged"] = True
-                    curve.extend([test()] * (len(points) - len(curve)))
-                    return True
-                if teacher is not None:
-                    state["angle_sum"] += teacher.stats["angle_mean"]
-                    state["angle_n"] += 1
-            return False
+        # a diverged run is stopped; the rest of its curve is the model's accuracy as it is
+        watch = core.RunWatch(s.iters, teacher, on_diverge=lambda it, _: curve.extend(
+            [test()] * (len(points) - len(curve))))
 
         model.train()
         try:
             stats = core.train_loop(s.iters, core.cross_entropy_step(
                 model, opt, None if teacher is None else teacher.set_targets), fetch=fetch,
                 eval_at=set(points), evaluate=lambda it, _: curve.append(test()),
-                callbacks=[check])
+                callbacks=[watch])
         finally:
             if teacher is not None:
                 teacher.remove()
@@ -374,9 +363,9 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         "eval_points": points,
         "ms_per_step": 1000.0 * stats.step_seconds / max(s.iters, 1),
         "run_seconds": time.perf_counter() - start,
-        "final_loss": state["last_loss"],
-        "diverged": state["diverged"],
-        "angle_mean": state["angle_sum"] / state["angle_n"] if state["angle_n"] else 0.0,
+        "final_loss": watch.last_loss,
+        "diverged": watch.diverged,
+        "angle_mean": watch.angle_mean,
     }
 
 

@@ -4,7 +4,8 @@ command-line convention (``torchdht.experiments._core``; the demo uses it too).
 * data (:mod:`.data`): :func:`load_mnist`, :func:`mnist_root`, :func:`decode_images`,
   :func:`cifar_to_float`, over :func:`torchdht.data.resolve_root`;
 * training (:mod:`.train`): :func:`train_loop` with step callbacks and evaluation
-  points, :func:`cross_entropy_step`, :func:`eval_points`, :func:`evaluate`,
+  points, :class:`RunWatch` (stops a diverged run, samples the teacher's angle),
+  :func:`cross_entropy_step`, :func:`eval_points`, :func:`evaluate`,
   :func:`accuracy`, the context managers :func:`seeded` and :func:`torch_threads`,
   :func:`mean_std`, :func:`format_mean_std`, :func:`progress_bar`;
 * output (:mod:`.output`): :class:`Writer` (CSV, JSON, text, figures) and
@@ -44,6 +45,7 @@ from .data import (
 from .output import Writer, format_table
 from .train import (
     LoopStats,
+    RunWatch,
     accuracy,
     cross_entropy_step,
     eval_points,
@@ -64,6 +66,7 @@ __all__ = [
     "HelpFormatter",
     "ListAction",
     "LoopStats",
+    "RunWatch",
     "MNIST_MEAN",
     "MNIST_STD",
     "Writer",

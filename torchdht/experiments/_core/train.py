@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Callable, Container, Iterator, Sequence
@@ -172,6 +173,64 @@ def train_loop(
             stats.stopped = True
             break
     return stats
+
+
+class RunWatch:
+    """A :func:`train_loop` callback that watches a run: every ``every`` steps and at the
+    last one it records the loss, stops the run once the loss is not finite (after
+    calling ``on_diverge``), and samples a teacher's mean angle (``teacher.stats``).
+
+    Args:
+        iters: the run's number of steps (the last, ``iters - 1``, is always watched).
+        teacher: a teacher with ``stats["angle_mean"]``, or None.
+        on_diverge: called with the step and the :class:`LoopStats` when the run
+            diverges, e.g. to fill the rest of an accuracy curve (default: None).
+        every: the watching period in steps (default: 50).
+
+    Attributes:
+        last_loss: the loss at the last watched step (nan before the first).
+        diverged: the loss was not finite and the run was stopped.
+
+    Example:
+        >>> watch = RunWatch(6, every=2)
+        >>> losses = [1.0, 0.5, 0.25, float("inf"), 0.125, 0.5]
+        >>> stats = train_loop(6, lambda b: torch.tensor(losses[b]), fetch=lambda it: it,
+        ...                    callbacks=[watch])
+        >>> watch.diverged, stats.steps, watch.last_loss
+        (False, 6, 0.5)
+        >>> watch = RunWatch(6, every=1)
+        >>> stats = train_loop(6, lambda b: torch.tensor(losses[b]), fetch=lambda it: it,
+        ...                    callbacks=[watch])
+        >>> watch.diverged, stats.steps, stats.stopped
+        (True, 4, True)
+    """
+
+    def __init__(self, iters: int, teacher: Any = None, *,
+                 on_diverge: Callable[[int, LoopStats], None] | None = None,
+                 every: int = 50) -> None:
+        self.iters, self.teacher, self.on_diverge, self.every = iters, teacher, on_diverge, every
+        self.last_loss = float("nan")
+        self.diverged = False
+        self._angle_sum, self._angle_n = 0.0, 0
+
+    def __call__(self, it: int, loss: Tensor, stats: LoopStats) -> bool:
+        if it % self.every and it != self.iters - 1:
+            return False
+        self.last_loss = float(loss.item())
+        if not math.isfinite(self.last_loss):
+            self.diverged = True
+            if self.on_diverge is not None:
+                self.on_diverge(it, stats)
+            return True
+        if self.teacher is not None:
+            self._angle_sum += float(self.teacher.stats["angle_mean"])
+            self._angle_n += 1
+        return False
+
+    @property
+    def angle_mean(self) -> float:
+        """The mean of the sampled angles (0.0 without a teacher)."""
+        return self._angle_sum / self._angle_n if self._angle_n else 0.0
 
 
 def cross_entropy_step(
