@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -182,6 +183,17 @@ def test_informed_quick_study_runs_and_resumes(tmp_path: Path) -> None:
     # --report-only runs nothing: the same report from the saved runs
     only = att.run(parse_config(att, [*argv, "--report-only"]))
     assert [r["acc_mean"] for r in only["rows"]] == [r["acc_mean"] for r in res["rows"]]
+    assert all(r["diverged"] == 0 for r in only["rows"])
+    # a diverged run is counted in its row and said in the report
+    saved_run = next((tmp_path / "runs").glob("informed__buffer-eps0.1@lr-x1__seed1.json"))
+    saved = json.loads(saved_run.read_text())
+    saved["result"]["diverged"] = True
+    saved_run.write_text(json.dumps(saved))
+    only = att.run(parse_config(att, [*argv, "--report-only"]))
+    assert {r["arm"]: r["diverged"] for r in only["rows"]}["buffer-eps0.1@lr-x1"] == 1
+    assert "buffer-eps0.1@lr-x1" in next(
+        line for line in (tmp_path / "informed.md").read_text().splitlines()
+        if "(1 diverged)" in line)
     empty = tmp_path / "empty"
     assert att.main([*argv[:-2], "--out", str(empty), "--report-only"]) == 1  # nothing saved
     assert not (empty / "runs").is_dir() or not list((empty / "runs").iterdir())

@@ -366,6 +366,7 @@ def _report(out: Path, plan: Plan, selection: dict[str, Any], baseline: dict[flo
                    "ms_per_step": statistics.fmean(runs[k]["ms_per_step"] for k in runs),
                    "angle_mean": statistics.fmean(runs[k]["angle_mean"] for k in runs),
                    "buffer_mb": max(runs[k].get("buffer_bytes", 0) for k in runs) / 2**20,
+                   "diverged": sum(bool(runs[k]["diverged"]) for k in runs),
                    "baseline": base}
             rows.append(row)
             if (arm.teacher or {}).get("policy") != "greedy":
@@ -396,6 +397,7 @@ def _report(out: Path, plan: Plan, selection: dict[str, Any], baseline: dict[flo
     lines += [f"{r['arm']:<32} {r['acc_mean']:6.2f} ± {r['acc_std']:.2f} (n={r['n_seeds']})  "
               f"{r['ms_per_step']:6.2f} ms/step  angle {r['angle_mean']:.4f}"
               + (f"  buffer {r['buffer_mb']:.1f} MiB" if r["buffer_mb"] else "")
+              + (f"  ({r['diverged']} diverged)" if r["diverged"] else "")
               for r in rows]
     lines += ["```", "", "## Paired tests against the best baseline at the same global lr", "",
               "```"]
