@@ -184,6 +184,9 @@ def test_informed_quick_study_runs_and_resumes(tmp_path: Path) -> None:
     only = att.run(parse_config(att, [*argv, "--report-only"]))
     assert [r["acc_mean"] for r in only["rows"]] == [r["acc_mean"] for r in res["rows"]]
     assert all(r["diverged"] == 0 for r in only["rows"])
+    # a report from saved runs times nothing, so it writes no stage timings
+    assert json.loads((tmp_path / "informed_selection.json").read_text())[
+        "stage_wall_seconds"] == {}
     # a diverged run is counted in its row and said in the report
     saved_run = next((tmp_path / "runs").glob("informed__buffer-eps0.1@lr-x1__seed1.json"))
     saved = json.loads(saved_run.read_text())
