@@ -115,14 +115,20 @@ def test_informed_plan_and_selection_rules() -> None:
     assert plan.global_lrs() == [1.0]
 
 
+def _fake_mnist():
+    """Random inputs and labels of MNIST's training shape (the informed runner's rows)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(60_000, 784, generator=g), torch.randint(0, 10, (60_000,), generator=g)
+
+
 def test_informed_selection_runs_never_read_the_test_set(monkeypatch) -> None:
     import torch
 
     from torchdht.experiments import _informed_study as inf
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(60_000, 784, generator=g)
-    y = torch.randint(0, 10, (60_000,), generator=g)
+    x, y = _fake_mnist()
     unreadable = torch.empty(7, 0)  # any read of it through the model fails
     monkeypatch.setattr(inf.core, "load_mnist", lambda root: (x, y, unreadable, y[:7]))
     settings = {"iters": 4, "batch_size": 8, "lr": 1e-3, "weight_decay": 5e-4, "eval_every": 2}
@@ -138,13 +144,10 @@ def test_informed_selection_runs_never_read_the_test_set(monkeypatch) -> None:
 
 
 def test_informed_run_stops_when_it_diverges(monkeypatch) -> None:
-    import torch
 
     from torchdht.experiments import _informed_study as inf
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(60_000, 784, generator=g)
-    y = torch.randint(0, 10, (60_000,), generator=g)
+    x, y = _fake_mnist()
     monkeypatch.setattr(inf.core, "load_mnist", lambda root: (x, y, x[:7], y[:7]))
     settings = {"iters": 400, "batch_size": 8, "lr": 1e30, "weight_decay": 0.0,
                 "eval_every": 100}

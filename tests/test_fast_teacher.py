@@ -43,8 +43,6 @@ def _problem(seed: int, n: int = 24, d: int = 6, c: int = 5, soft: bool = False)
     return z, y, w, b
 
 
-
-
 def _closure(z, y, w, b, eta=0.5, steps=5):
     la = linear_lookahead(z, y, w, b, eta, steps)
     return linear_ce_closure(y, w, b, la.weight, la.bias, eta)

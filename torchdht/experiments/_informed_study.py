@@ -373,12 +373,13 @@ def _report(out: Path, plan: Plan, selection: dict[str, Any], baseline: dict[flo
             if (arm.teacher or {}).get("policy") != "greedy":
                 continue
             # the pre-registered test, then (descriptive only) plain SGD at the same lr
-            for against, kind in ((base, "test"), (f"sgd{_lr_tag(m)}", "secondary")):
-                if kind == "secondary" and against == base:
-                    continue
-                comp = _paired(arm.name, runs, against, by.get(against, {}))
-                if comp is not None:
-                    (tests if kind == "test" else secondary).append(comp)
+            comp = _paired(arm.name, runs, base, by.get(base, {}))
+            if comp is not None:
+                tests.append(comp)
+            plain = f"sgd{_lr_tag(m)}"
+            comp = None if plain == base else _paired(arm.name, runs, plain, by.get(plain, {}))
+            if comp is not None:
+                secondary.append(comp)
     writer = core.Writer(out)
     writer.csv("informed_results.csv", sorted(test, key=lambda r: (r["condition"], r["seed"])),
                ("condition", "seed", "final_acc", "val_acc", "ms_per_step", "run_seconds",
